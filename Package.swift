@@ -1,0 +1,33 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Tricks",
+    products: [
+        // The library that detectors embed: tensors, layers, SyncBatchNorm, schedules, tricks.
+        .library(name: "Tricks", targets: ["Tricks"]),
+        // The MPI transport for the library's `Communicator`.
+        .library(name: "TricksMPI", targets: ["TricksMPI"]),
+        .executable(name: "tricks-worker", targets: ["tricks-worker"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "Tricks", dependencies: ["CBLAS", "CZlib"]),
+        .target(name: "TricksMPI", dependencies: ["Tricks", "CMPI"]),
+        .executableTarget(name: "tricks-worker", dependencies: [
+            "Tricks", "TricksMPI",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "TricksTests", dependencies: ["Tricks"]),
+    ],
+    // Swift 5 language mode: the numerical core shares raw buffers across layers by design.
+    swiftLanguageModes: [.v5]
+)

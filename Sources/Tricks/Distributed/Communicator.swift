@@ -1,0 +1,55 @@
+import Foundation
+
+/// A group of ranks that exchange buffers: the transport under gradient
+/// all-reduce and SyncBatchNorm.
+///
+/// Every rank issues the same collectives in the same order. The core library
+/// only sees this protocol; `SingleProcessCommunicator` is the one-rank world
+/// and `TricksMPI.MPICommunicator` the multi-process one. An embedder can
+/// supply its own transport.
+public protocol Communicator: AnyObject {
+    /// This process's index in the group, `0..<size`.
+    var rank: Int { get }
+    /// Number of ranks in the group.
+    var size: Int { get }
+    /// Sums `buffer` element-wise over all ranks, in place.
+    func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>)
+    /// Sums `buffer` element-wise over all ranks, in place.
+    func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>)
+    /// Starts summing `buffer` over all ranks; the result is there after `wait()`.
+    func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) -> CommRequest
+    /// Copies `root`'s bytes into every rank's `buffer`.
+    func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int)
+    /// Returns once every rank has called it.
+    func barrier()
+    /// Ends every rank of the job with `message` and a non-zero exit.
+    func abort(_ message: String, code: Int32) -> Never
+}
+
+/// An outstanding nonblocking collective.
+public protocol CommRequest: AnyObject {
+    /// Blocks until the collective has completed.
+    func wait()
+}
+
+/// A request that is already complete.
+public final class CompletedRequest: CommRequest {
+    public init() {}
+    public func wait() {}
+}
+
+/// The world of one rank: every collective is the identity.
+public final class SingleProcessCommunicator: Communicator {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) {}
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) {}
+    public func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) -> CommRequest { CompletedRequest() }
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) {}
+    public func barrier() {}
+    public func abort(_ message: String, code: Int32) -> Never {
+        FileHandleOutput.stderr(message)
+        exit(code)
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+
+/// Batch normalization over NCHW with PyTorch's semantics, optionally synchronized.
+///
+/// Training mode normalizes with the batch mean and biased variance, with
+/// per-channel sums accumulated in Double, and updates the running statistics
+/// (`running = 0.9·running + 0.1·batch`, running variance unbiased by n/(n−1)).
+/// Inference mode uses the running statistics.
+///
+/// With a `group` of more than one rank it is SyncBatchNorm: forward all-reduces
+/// the per-channel `[Σx, Σx², n]` (2C+1 doubles) and backward `[Σdy, Σdy·x̂]`
+/// (2C doubles), so statistics and input gradients cover the whole group's
+/// batch. γ/β gradients stay local (they go through the gradient all-reduce).
+/// A rank with an empty batch still joins both collectives.
+/// See Ioffe & Szegedy 2015 (arXiv 1502.03167); Zhang et al. 2019 (arXiv 1902.04103) §3.
+public final class BatchNorm2d: Layer {
+    public let channels: Int
+    public let eps: Double
+    public let momentum: Double
+    /// γ, `(C)`.
+    public let weight: Parameter
+    /// β, `(C)`.
+    public let bias: Parameter
+    /// `(C)`
+    public let runningMean: UnsafeMutablePointer<Float>
+    /// `(C)`
+    public let runningVar: UnsafeMutablePointer<Float>
+    public let numBatchesTracked: UnsafeMutablePointer<Int64>
+    /// Ranks whose batches are normalized together; nil or size 1 means local statistics.
+    public var group: Communicator?
+    public let name: String
+
+    private let y = Tensor(shape: [0])
+    private let dx = Tensor(shape: [0])
+    private let xhat = Tensor(shape: [0])            // (N, C, H, W) normalized input
+    private var invStd: [Double]                      // (C)
+    private var stats: [Double]                       // [Σ·(C), Σ·(C), n] exchange buffer
+    private var lastMode = Mode.training
+    private var globalCount = 0.0
+
+    public init(_ name: String, _ channels: Int, eps: Double = 1e-5, momentum: Double = 0.1) {
+        self.name = name
+        self.channels = channels
+        self.eps = eps
+        self.momentum = momentum
+        weight = Parameter(name: name + ".weight", shape: [channels], isBiasOrNorm: true)
+        bias = Parameter(name: name + ".bias", shape: [channels], isBiasOrNorm: true)
+        weight.values.update(repeating: 1)
+        runningMean = .allocate(capacity: channels); runningMean.initialize(repeating: 0, count: channels)
+        runningVar = .allocate(capacity: channels); runningVar.initialize(repeating: 1, count: channels)
+        numBatchesTracked = .allocate(capacity: 1); numBatchesTracked.initialize(to: 0)
+        invStd = .init(repeating: 0, count: channels)
+        stats = .init(repeating: 0, count: 2 * channels + 1)
+    }
+
+    deinit { runningMean.deallocate(); runningVar.deallocate(); numBatchesTracked.deallocate() }
+
+    public var parameters: [Parameter] { [weight, bias] }
+
+    public var state: [StateTensor] {
+        [StateTensor(name: weight.name, shape: [channels], storage: .float(weight.value)),
+         StateTensor(name: bias.name, shape: [channels], storage: .float(bias.value)),
+         StateTensor(name: name + ".running_mean", shape: [channels], storage: .float(runningMean)),
+         StateTensor(name: name + ".running_var", shape: [channels], storage: .float(runningVar)),
+         StateTensor(name: name + ".num_batches_tracked", shape: [], storage: .int64(numBatchesTracked))]
+    }
+
+    private var isSynced: Bool { (group?.size ?? 1) > 1 }
+
+    /// x: `(N, C, H, W)` → y of the same shape.
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        precondition(x.shape.count == 4 && x.shape[1] == channels, "\(name): expected (N, \(channels), H, W), got \(x.shape)")
+        let N = x.shape[0], C = channels, P = x.shape[2] * x.shape[3]
+        y.resize(x.shape); xhat.resize(x.shape)
+        lastMode = mode
+        let xp = x.data, yp = y.data, hp = xhat.data
+        let gamma = weight.value, beta = bias.value
+        if mode == .inference {
+            for c in 0..<C {
+                let istd = 1 / (Double(runningVar[c]) + eps).squareRoot()
+                invStd[c] = istd
+                let m = Float(runningMean[c]), s = Float(istd), g = gamma[c], b = beta[c]
+                for n in 0..<N {
+                    let o = (n * C + c) * P
+                    for i in 0..<P { let h = (xp[o + i] - m) * s; hp[o + i] = h; yp[o + i] = g * h + b }
+                }
+            }
+            return y
+        }
+        // Per-channel Σx and Σx² in Double.
+        stats.withUnsafeMutableBufferPointer { st in
+            for c in 0..<C {
+                var s1 = 0.0, s2 = 0.0
+                for n in 0..<N {
+                    let row = xp + (n * C + c) * P
+                    for i in 0..<P { let v = Double(row[i]); s1 += v; s2 += v * v }
+                }
+                st[c] = s1; st[C + c] = s2
+            }
+            st[2 * C] = Double(N * P)
+            if isSynced { group!.allreduceSum(st) }
+        }
+        let count = stats[2 * C]
+        globalCount = count
+        if count == 0 { return y }  // every rank empty: nothing to normalize or track
+        for c in 0..<C {
+            let mean = stats[c] / count
+            let variance = max(stats[C + c] / count - mean * mean, 0)
+            let istd = 1 / (variance + eps).squareRoot()
+            invStd[c] = istd
+            let m = Float(mean), s = Float(istd), g = gamma[c], b = beta[c]
+            for n in 0..<N {
+                let o = (n * C + c) * P
+                for i in 0..<P { let h = (xp[o + i] - m) * s; hp[o + i] = h; yp[o + i] = g * h + b }
+            }
+            let unbiased = count > 1 ? variance * count / (count - 1) : variance
+            runningMean[c] = Float((1 - momentum) * Double(runningMean[c]) + momentum * mean)
+            runningVar[c] = Float((1 - momentum) * Double(runningVar[c]) + momentum * unbiased)
+        }
+        numBatchesTracked.pointee += 1
+        return y
+    }
+
+    /// dy: `(N, C, H, W)` → dx; adds into γ and β gradients.
+    public func backward(_ dy: Tensor) -> Tensor {
+        let N = dy.shape[0], C = channels, P = dy.shape[2] * dy.shape[3]
+        dx.resize(dy.shape)
+        let dyp = dy.data, hp = xhat.data, dxp = dx.data
+        let gamma = weight.value
+        stats.withUnsafeMutableBufferPointer { st in
+            for c in 0..<C {
+                var s1 = 0.0, s2 = 0.0
+                for n in 0..<N {
+                    let o = (n * C + c) * P
+                    for i in o..<o + P { let d = Double(dyp[i]); s1 += d; s2 += d * Double(hp[i]) }
+                }
+                st[c] = s1; st[C + c] = s2
+                weight.grad[c] += Float(s2)
+                bias.grad[c] += Float(s1)
+            }
+            if lastMode == .training && isSynced {
+                st[2 * C] = 0
+                group!.allreduceSum(UnsafeMutableBufferPointer(rebasing: st[0..<2 * C]))
+            }
+        }
+        for c in 0..<C {
+            let g = Double(gamma[c]) * invStd[c]
+            if lastMode == .inference {
+                let s = Float(g)
+                for n in 0..<N { let o = (n * C + c) * P; for i in 0..<P { dxp[o + i] = s * dyp[o + i] } }
+                continue
+            }
+            // dx = γ·σ⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), sums and n over the whole group.
+            let count = max(globalCount, 1)
+            let s = Float(g), mdy = Float(stats[c] / count), mdyx = Float(stats[C + c] / count)
+            for n in 0..<N {
+                let o = (n * C + c) * P
+                for i in 0..<P { dxp[o + i] = s * (dyp[o + i] - mdy - hp[o + i] * mdyx) }
+            }
+        }
+        return dx
+    }
+}

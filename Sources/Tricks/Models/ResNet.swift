@@ -1,0 +1,172 @@
+import Foundation
+
+/// The residual block of He et al. 2016 (arXiv 1512.03385) with two 3×3 convolutions:
+/// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, where the shortcut is the
+/// identity or, when the shape changes, a 1×1 convolution + BN (`downsample.0/1`).
+public final class BasicBlock: Layer {
+    public let conv1: Conv2d, bn1: BatchNorm2d, relu1 = ReLU()
+    public let conv2: Conv2d, bn2: BatchNorm2d, relu2 = ReLU()
+    public let downsample: (conv: Conv2d, bn: BatchNorm2d)?
+    private let sum = Tensor(shape: [0])
+    private var input: Tensor?
+    var profiler: StepProfiler?
+
+    public init(_ name: String, _ cin: Int, _ cout: Int, stride: Int, workspace ws: Workspace) {
+        conv1 = Conv2d(name + ".conv1", cin, cout, kernel: 3, stride: stride, padding: 1, workspace: ws)
+        bn1 = BatchNorm2d(name + ".bn1", cout)
+        conv2 = Conv2d(name + ".conv2", cout, cout, kernel: 3, stride: 1, padding: 1, workspace: ws)
+        bn2 = BatchNorm2d(name + ".bn2", cout)
+        downsample = (stride != 1 || cin != cout)
+            ? (Conv2d(name + ".downsample.0", cin, cout, kernel: 1, stride: stride, workspace: ws),
+               BatchNorm2d(name + ".downsample.1", cout))
+            : nil
+    }
+
+    private var layers: [Layer] {
+        [conv1, bn1, conv2, bn2] + (downsample.map { [$0.conv, $0.bn] } ?? [])
+    }
+    public var parameters: [Parameter] { layers.flatMap(\.parameters) }
+    public var state: [StateTensor] { layers.flatMap(\.state) }
+    public var norms: [BatchNorm2d] { [bn1, bn2] + (downsample.map { [$0.bn] } ?? []) }
+
+    /// x: `(N, Cin, H, W)` → `(N, Cout, H/stride, W/stride)`.
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        let p = profiler
+        input = x
+        let c1 = conv1.fwd(x, mode, p), b1 = bn1.fwd(c1, mode, p), r1 = relu1.fwd(b1, mode, p)
+        let c2 = conv2.fwd(r1, mode, p), a = bn2.fwd(c2, mode, p)
+        var s = x
+        if let (dc, db) = downsample { s = db.fwd(dc.fwd(x, mode, p), mode, p) }
+        sum.resize(a.shape)
+        let n = a.count, ap = a.data, sp = s.data, op = sum.data
+        for i in 0..<n { op[i] = ap[i] + sp[i] }
+        return relu2.fwd(sum, mode, p)
+    }
+
+    public func backward(_ dy: Tensor) -> Tensor {
+        let p = profiler, x = input!
+        let d = relu2.bwd(dy, sum, p)
+        var g = bn2.bwd(d, sum, p)
+        g = conv2.bwd(g, sum, p)
+        g = relu1.bwd(g, sum, p)
+        g = bn1.bwd(g, sum, p)
+        g = conv1.bwd(g, x, p)
+        var s = d
+        if let (dc, db) = downsample { s = dc.bwd(db.bwd(d, sum, p), x, p) }
+        let n = g.count, gp = g.data, sp = s.data
+        for i in 0..<n { gp[i] += sp[i] }
+        return g
+    }
+}
+
+/// The CIFAR ResNet of He et al. 2016 §4.2: a 3×3 stem, three stages of `n`
+/// BasicBlocks with 16/32/64 channels (stride 2 at the first block of stages 2
+/// and 3), global average pooling and a linear classifier; depth 6n+2.
+///
+/// Names match PyTorch's `state_dict` of the same model written torchvision style.
+public final class ResNet: @unchecked Sendable {
+    public let depth: Int
+    public let inChannels: Int
+    public let numClasses: Int
+    public let conv1: Conv2d
+    public let bn1: BatchNorm2d
+    private let relu = ReLU()
+    /// `layer1`, `layer2`, `layer3`.
+    public let stages: [[BasicBlock]]
+    private let pool = GlobalAvgPool()
+    public let fc: Linear
+    public let workspace = Workspace()
+    /// When set, forward and backward time every layer into it (for benchmarks).
+    public var profiler: StepProfiler? {
+        didSet { blocks.forEach { $0.profiler = profiler } }
+    }
+    private var input: Tensor?
+    /// Values and gradients of every parameter, contiguous.
+    public private(set) var store: ParameterStore!
+
+    /// Builds `resnet{depth}` for depth 20, 32, 44, 56, 110, ... (6n+2).
+    public init(depth: Int, inChannels: Int, numClasses: Int, seed: UInt64 = 0) {
+        precondition(depth >= 8 && (depth - 2) % 6 == 0, "ResNet depth must be 6n+2, got \(depth)")
+        self.depth = depth; self.inChannels = inChannels; self.numClasses = numClasses
+        let n = (depth - 2) / 6
+        conv1 = Conv2d("conv1", inChannels, 16, kernel: 3, stride: 1, padding: 1, workspace: workspace)
+        conv1.needsInputGrad = false
+        bn1 = BatchNorm2d("bn1", 16)
+        var stages: [[BasicBlock]] = []
+        var cin = 16
+        for (k, width) in [16, 32, 64].enumerated() {
+            var blocks: [BasicBlock] = []
+            for i in 0..<n {
+                blocks.append(BasicBlock("layer\(k + 1).\(i)", cin, width, stride: (k > 0 && i == 0) ? 2 : 1,
+                                         workspace: workspace))
+                cin = width
+            }
+            stages.append(blocks)
+        }
+        self.stages = stages
+        fc = Linear("fc", 64, numClasses)
+        store = ParameterStore(parameters)
+        initialize(seed: seed)
+    }
+
+    /// Builds a model by name: `resnet20`, `resnet32`, `resnet44`, `resnet56`, `resnet110`.
+    public convenience init(name: String, inChannels: Int, numClasses: Int, seed: UInt64 = 0) throws {
+        guard name.hasPrefix("resnet"), let d = Int(name.dropFirst(6)), d >= 8, (d - 2) % 6 == 0 else {
+            throw TricksError.invalidArgument("unknown model '\(name)' (expected resnet20, resnet32, resnet44, resnet56 or resnet110)")
+        }
+        self.init(depth: d, inChannels: inChannels, numClasses: numClasses, seed: seed)
+    }
+
+    private var blocks: [BasicBlock] { stages.flatMap { $0 } }
+
+    /// Every parameter, in `state_dict` order.
+    public var parameters: [Parameter] {
+        conv1.parameters + bn1.parameters + blocks.flatMap(\.parameters) + fc.parameters
+    }
+
+    /// Every parameter and buffer, in `state_dict` order.
+    public var state: [StateTensor] { conv1.state + bn1.state + blocks.flatMap(\.state) + fc.state }
+
+    /// Every batch-norm layer.
+    public var norms: [BatchNorm2d] { [bn1] + blocks.flatMap(\.norms) }
+
+    /// torchvision's initialization: Kaiming normal (fan_out, ReLU) for convolutions,
+    /// γ=1, β=0 for BN, and `nn.Linear`'s default U(±1/√fan_in) for the classifier.
+    public func initialize(seed: UInt64) {
+        var rng = SplitMix64(key: [seed, 0x1417])
+        let convs = [conv1] + blocks.flatMap { b in [b.conv1, b.conv2] + (b.downsample.map { [$0.conv] } ?? []) }
+        for c in convs {
+            let std = (2.0 / Double(c.outChannels * c.kernel * c.kernel)).squareRoot()
+            for i in 0..<c.weight.count { c.weight.value[i] = Float(rng.normal() * std) }
+        }
+        for bn in norms {
+            bn.weight.values.update(repeating: 1); bn.bias.values.update(repeating: 0)
+            bn.runningMean.update(repeating: 0, count: bn.channels)
+            bn.runningVar.update(repeating: 1, count: bn.channels)
+            bn.numBatchesTracked.pointee = 0
+        }
+        let bound = 1 / Double(fc.inFeatures).squareRoot()
+        for i in 0..<fc.weight.count { fc.weight.value[i] = Float((2 * rng.uniform() - 1) * bound) }
+        if let b = fc.bias { for i in 0..<b.count { b.value[i] = Float((2 * rng.uniform() - 1) * bound) } }
+    }
+
+    /// Synchronizes every BN layer's statistics over `group` (SyncBatchNorm), or makes them local with nil.
+    public func setNormGroup(_ group: Communicator?) { norms.forEach { $0.group = group } }
+
+    /// x: `(N, Cin, H, W)` → logits `(N, classes)`.
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        let p = profiler
+        input = x
+        var a = relu.fwd(bn1.fwd(conv1.fwd(x, mode, p), mode, p), mode, p)
+        for b in blocks { a = b.forward(a, mode: mode) }
+        return fc.fwd(pool.fwd(a, mode, p), mode, p)
+    }
+
+    /// dlogits: `(N, classes)`; adds into every parameter gradient.
+    public func backward(_ dlogits: Tensor) {
+        let p = profiler, x = input!
+        var g = pool.backward(fc.backward(dlogits))
+        for b in blocks.reversed() { g = b.backward(g) }
+        _ = conv1.bwd(bn1.bwd(relu.bwd(g, x, p), x, p), x, p)
+    }
+}

@@ -1,0 +1,86 @@
+/// Geometry of a 2-D convolution or pooling window over an NCHW batch.
+public struct ConvGeometry: Equatable, Sendable {
+    public var n, c, h, w: Int
+    public var kh, kw, stride, pad: Int
+    public var oh: Int { (h + 2 * pad - kh) / stride + 1 }
+    public var ow: Int { (w + 2 * pad - kw) / stride + 1 }
+    /// Rows of the column matrix: `c·kh·kw`.
+    public var rows: Int { c * kh * kw }
+    /// Columns of the column matrix: `n·oh·ow`.
+    public var cols: Int { n * oh * ow }
+}
+
+/// Unfolds an NCHW batch into a column matrix `(C·kh·kw, N·OH·OW)`:
+/// row `(c, i, j)`, column `(n, oh, ow)` holds `x[n, c, oh·s − p + i, ow·s − p + j]` (0 outside).
+public func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePointer<Float>) {
+    let (H, W, OH, OW, L) = (g.h, g.w, g.oh, g.ow, g.cols)
+    let s = g.stride, p = g.pad
+    for c in 0..<g.c {
+        for i in 0..<g.kh {
+            for j in 0..<g.kw {
+                let dst = col + ((c * g.kh + i) * g.kw + j) * L
+                // Valid output columns for this kernel column: 0 ≤ ow·s − p + j < W.
+                let owLo = max(0, (p - j + s - 1) / s)
+                let owHi = W - 1 + p - j < 0 ? 0 : min(OW, (W - 1 + p - j) / s + 1)
+                for n in 0..<g.n {
+                    let src = x + (n * g.c + c) * H * W
+                    for oh in 0..<OH {
+                        let d = dst + (n * OH + oh) * OW
+                        let ih = oh * s - p + i
+                        if ih < 0 || ih >= H || owLo >= owHi {
+                            d.update(repeating: 0, count: OW); continue
+                        }
+                        if owLo > 0 { d.update(repeating: 0, count: owLo) }
+                        if owHi < OW { (d + owHi).update(repeating: 0, count: OW - owHi) }
+                        let row = src + ih * W - p + j
+                        if s == 1 {
+                            (d + owLo).update(from: row + owLo, count: owHi - owLo)
+                        } else {
+                            for ow in owLo..<owHi { d[ow] = row[ow * s] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: adds each column-matrix entry into the input position it came from.
+/// `dx` must be zeroed (or hold gradient to add to) by the caller.
+public func col2im(_ col: UnsafePointer<Float>, _ g: ConvGeometry, _ dx: UnsafeMutablePointer<Float>) {
+    let (H, W, OH, OW, L) = (g.h, g.w, g.oh, g.ow, g.cols)
+    let s = g.stride, p = g.pad
+    for c in 0..<g.c {
+        for i in 0..<g.kh {
+            for j in 0..<g.kw {
+                let src = col + ((c * g.kh + i) * g.kw + j) * L
+                let owLo = max(0, (p - j + s - 1) / s)
+                let owHi = W - 1 + p - j < 0 ? 0 : min(OW, (W - 1 + p - j) / s + 1)
+                if owLo >= owHi { continue }
+                for n in 0..<g.n {
+                    let dst = dx + (n * g.c + c) * H * W
+                    for oh in 0..<OH {
+                        let ih = oh * s - p + i
+                        if ih < 0 || ih >= H { continue }
+                        let sr = src + (n * OH + oh) * OW
+                        let row = dst + ih * W - p + j
+                        if s == 1 {
+                            for ow in owLo..<owHi { row[ow] += sr[ow] }
+                        } else {
+                            for ow in owLo..<owHi { row[ow * s] += sr[ow] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `(N, C, P)` → `(C, N, P)`: the channel-major copy that one batched GEMM needs.
+public func transposeNC(_ x: UnsafePointer<Float>, n: Int, c: Int, plane: Int, _ out: UnsafeMutablePointer<Float>) {
+    for i in 0..<n {
+        for j in 0..<c {
+            (out + (j * n + i) * plane).update(from: x + (i * c + j) * plane, count: plane)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+
+/// Times training steps of a ResNet on random inputs and prints tables:
+/// the step time, a per-layer breakdown, and each conv GEMM's GFLOP/s beside a
+/// raw `cblas_sgemm` of the same shape.
+public struct StepBenchmark {
+    public var model = "resnet20"
+    public var batch = 32
+    public var channels = 3
+    public var size = 32
+    public var classes = 10
+    public var steps = 20
+    public var warmup = 3
+
+    public init() {}
+
+    static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
+
+    /// Runs the benchmark and returns the printed report.
+    public func run() throws -> String {
+        let net = try ResNet(name: model, inChannels: channels, numClasses: classes, seed: 1)
+        let opt = SGD(store: net.store, momentum: 0.9, weightDecay: 5e-4)
+        let ce = SoftmaxCrossEntropy(labelSmoothing: 0.1)
+        var rng = SplitMix64(seed: 7)
+        let x = Tensor(shape: [batch, channels, size, size])
+        for i in 0..<x.count { x[i] = Float(rng.normal()) }
+        let labels = (0..<batch).map { _ in Int32(rng.below(classes)) }
+        func step() {
+            net.store.zeroGrad()
+            let logits = net.forward(x, mode: .training)
+            ce.forward(logits: logits, labels: labels)
+            net.backward(ce.grad)
+            opt.step(lr: 0.01)
+        }
+        for _ in 0..<warmup { step() }
+        var times: [Double] = []
+        for _ in 0..<steps { let t0 = Self.now(); step(); times.append(Self.now() - t0) }
+        times.sort()
+        let median = times[times.count / 2]
+        // Per-layer breakdown from separate profiled steps (profiling adds a little overhead).
+        let prof = StepProfiler()
+        net.profiler = prof
+        for _ in 0..<steps { step() }
+        net.profiler = nil
+        var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads)\n\n"
+        out += "| statistic | ms |\n|---|---:|\n"
+        out += String(format: "| median | %.2f |\n| min | %.2f |\n| p90 | %.2f |\n\n", 1e3 * median, 1e3 * times[0],
+                      1e3 * times[min(times.count - 1, Int(0.9 * Double(times.count - 1)))])
+        out += "| layer (summed over instances) | ms/step | share | GFLOP/s |\n|---|---:|---:|---:|\n"
+        let total = prof.entries.values.reduce(0) { $0 + $1.seconds }
+        for k in prof.order {
+            let e = prof.entries[k]!
+            let ms = 1e3 * e.seconds / Double(steps)
+            out += String(format: "| %@ | %.2f | %.1f%% | %@ |\n", k, ms, 100 * e.seconds / total,
+                          e.flops > 0 ? String(format: "%.1f", e.flops / e.seconds / 1e9) : "")
+        }
+        out += String(format: "| **all layers** | %.2f | | |\n\n", 1e3 * total / Double(steps))
+        out += gemmTable(net)
+        return out
+    }
+
+    /// Raw sgemm GFLOP/s at the GEMM shapes of every distinct convolution.
+    func gemmTable(_ net: ResNet) -> String {
+        var seen = Set<String>()
+        var rows = "| conv | GEMM (M×N×K) | role | sgemm GFLOP/s |\n|---|---|---|---:|\n"
+        var h = size
+        var convs: [(Conv2d, Int)] = [(net.conv1, h)]
+        for stage in net.stages {
+            for b in stage {
+                convs.append((b.conv1, h))
+                if let (dc, _) = b.downsample { convs.append((dc, h)) }
+                h = (h + 2 * b.conv1.padding - 3) / b.conv1.stride + 1
+                convs.append((b.conv2, h))
+            }
+        }
+        for (c, inH) in convs {
+            let oh = (inH + 2 * c.padding - c.kernel) / c.stride + 1
+            let K = c.inChannels * c.kernel * c.kernel, L = batch * oh * oh, M = c.outChannels
+            let name = "conv\(c.kernel)x\(c.kernel) \(c.inChannels)→\(c.outChannels) s\(c.stride) @\(inH)×\(inH)"
+            if !seen.insert(name).inserted { continue }
+            for (role, m, n, k, ta, tb) in [("forward", M, L, K, false, false), ("weight grad", M, K, L, false, true),
+                                            ("input grad", K, L, M, true, false)] {
+                let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: k * n)
+                var cc = [Float](repeating: 0, count: m * n)
+                let reps = max(3, Int(2e9 / Double(2 * m * n * k)))
+                var best = Double.infinity
+                for _ in 0..<reps {
+                    let t0 = Self.now()
+                    BLAS.gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: ta ? m : k, b: b, ldb: tb ? k : n,
+                              beta: 0, c: &cc, ldc: n)
+                    best = min(best, Self.now() - t0)
+                }
+                rows += String(format: "| %@ | %d×%d×%d | %@ | %.1f |\n", name, m, n, k, role, 2.0 * Double(m * n * k) / best / 1e9)
+            }
+        }
+        return rows
+    }
+}

@@ -1,0 +1,42 @@
+/// Everything a training run needs, as a plain value: the CLI builds one from
+/// flags, and an embedder can build one in code.
+public struct TrainConfig: Codable, Equatable, Sendable {
+    /// A directory of IDX files or an `.npz` file; nil means Fashion-MNIST from its Debian package.
+    public var data: String? = nil
+    public var model = "resnet20"
+    /// The global batch over all ranks.
+    public var batchSize = 128
+    /// Epochs; nil trains `maxSteps` steps.
+    public var epochs: Double? = nil
+    /// Stop after this many steps without changing the schedule's length.
+    public var maxSteps: Int? = nil
+    public var lr = 0.1
+    public var momentum = 0.9
+    public var nesterov = false
+    public var weightDecay = 5e-4
+    public var noBiasDecay = false
+    public var lrSchedule = LRSchedule.Kind.cosine
+    public var warmupEpochs = 0.0
+    /// Epochs at which the `step` schedule multiplies the rate by 0.1.
+    public var lrSteps: [Double] = []
+    public var labelSmoothing = 0.0
+    public var augment = Augmentation.standard
+    public var shuffle = true
+    public var mean: [Double]? = nil
+    public var std: [Double]? = nil
+    /// Labels must be below this; nil takes 1 + the largest label.
+    public var numClasses: Int? = nil
+    /// A safetensors file to load weights and buffers from before training.
+    public var initFrom: String? = nil
+    /// Where `model.safetensors` and `metrics.jsonl` go.
+    public var out: String? = nil
+    public var seed: UInt64 = 0
+    /// Steps between progress lines.
+    public var logEvery = 50
+    /// Batch size for evaluation (per rank).
+    public var evalBatchSize = 500
+    /// Synchronize BN statistics over all ranks.
+    public var syncBN = true
+
+    public init() {}
+}

@@ -1,0 +1,211 @@
+import Foundation
+
+/// Runs training on one rank of a `Communicator` group: data, model, loss,
+/// optimizer, schedule, evaluation, logging, checkpoint.
+///
+/// Only rank 0 prints and writes files. Every rank issues the same collectives
+/// in the same order.
+public final class Trainer {
+    public let config: TrainConfig
+    public let comm: Communicator
+    public let data: DatasetSplits
+    public let model: ResNet
+    public let optimizer: SGD
+    public let schedule: LRSchedule
+    public let plan: BatchPlan
+    public let preprocessor: Preprocessor
+    /// The step at which training stops (≤ the schedule's T).
+    public let stopStep: Int
+    private let loss: SoftmaxCrossEntropy
+    private var metrics: [String] = []
+    private let log: (String) -> Void
+
+    public init(config: TrainConfig, comm: Communicator, log: @escaping (String) -> Void = FileHandleOutput.stdout) throws {
+        self.config = config
+        self.comm = comm
+        self.log = comm.rank == 0 ? log : { _ in }
+        let c = config
+        guard c.batchSize > 0 else { throw TricksError.invalidArgument("--batch-size must be positive") }
+        guard c.batchSize % comm.size == 0 else {
+            throw TricksError.invalidArgument("--batch-size \(c.batchSize) is not divisible by the number of ranks \(comm.size)")
+        }
+        guard c.epochs != nil || c.maxSteps != nil else { throw TricksError.invalidArgument("give --epochs or --max-steps") }
+        if let e = c.epochs, e <= 0 { throw TricksError.invalidArgument("--epochs must be positive") }
+        if let k = c.maxSteps, k <= 0 { throw TricksError.invalidArgument("--max-steps must be positive") }
+        guard c.lr > 0 else { throw TricksError.invalidArgument("--lr must be positive") }
+        guard (0..<1).contains(c.labelSmoothing) else { throw TricksError.invalidArgument("--label-smoothing must be in [0, 1)") }
+
+        var d = try DatasetLoader.load(try c.data ?? DatasetLoader.defaultDataPath())
+        if let k = c.numClasses {
+            if let bad = (d.train.labels + d.test.labels).first(where: { $0 >= k }) {
+                throw TricksError.badData("\(d.source): label \(bad) out of range for --num-classes \(k)")
+            }
+            d.numClasses = k
+        }
+        guard d.train.count >= c.batchSize else {
+            throw TricksError.invalidArgument("--batch-size \(c.batchSize) exceeds the \(d.train.count) training samples")
+        }
+        data = d
+        let stats = d.train.channelStatistics()
+        let mean = c.mean ?? stats.mean, std = c.std ?? stats.std
+        guard mean.count == d.train.channels, std.count == d.train.channels else {
+            throw TricksError.invalidArgument("--mean/--std need \(d.train.channels) comma-separated values (one per channel)")
+        }
+        guard std.allSatisfy({ $0 > 0 }) else { throw TricksError.invalidArgument("--std values must be positive") }
+        preprocessor = Preprocessor(mean: mean, std: std, augmentation: c.augment, seed: c.seed)
+        plan = BatchPlan(datasetSize: d.train.count, globalBatch: c.batchSize, shuffle: c.shuffle, seed: c.seed)
+
+        model = try ResNet(name: c.model, inChannels: d.train.channels, numClasses: d.numClasses, seed: c.seed)
+        if let path = c.initFrom, comm.rank == 0 { try SafeTensors.load(path, into: model.state) }
+        Trainer.broadcastState(model.state, comm: comm)
+        model.setNormGroup(c.syncBN ? comm : nil)
+        optimizer = SGD(store: model.store, momentum: Float(c.momentum), nesterov: c.nesterov,
+                        weightDecay: Float(c.weightDecay), noBiasDecay: c.noBiasDecay)
+        let spe = plan.stepsPerEpoch
+        let total = c.epochs.map { max(1, Int(($0 * Double(spe)).rounded(.down))) } ?? c.maxSteps!
+        stopStep = min(total, c.maxSteps ?? total)
+        schedule = LRSchedule(kind: c.lrSchedule, lr: c.lr, warmupSteps: Int((c.warmupEpochs * Double(spe)).rounded()),
+                              totalSteps: total, stepBoundaries: c.lrSteps.map { Int(($0 * Double(spe)).rounded()) })
+        loss = SoftmaxCrossEntropy(labelSmoothing: c.labelSmoothing)
+    }
+
+    /// Copies rank 0's parameters and buffers to every rank.
+    public static func broadcastState(_ state: [StateTensor], comm: Communicator) {
+        guard comm.size > 1 else { return }
+        for t in state {
+            switch t.storage {
+            case .float(let p): comm.broadcast(UnsafeMutableRawBufferPointer(start: p, count: 4 * t.count), root: 0)
+            case .int64(let p): comm.broadcast(UnsafeMutableRawBufferPointer(start: p, count: 8 * t.count), root: 0)
+            }
+        }
+    }
+
+    /// Test accuracy and mean loss of the current model in inference mode, sharded over ranks.
+    public func evaluate() -> (accuracy: Double, loss: Double) {
+        let set = data.test
+        let mine = Array(stride(from: comm.rank, to: set.count, by: comm.size).map { Int32($0) })
+        let x = Tensor(shape: [0])
+        var labels: [Int32] = []
+        let ce = SoftmaxCrossEntropy()
+        var sums = [0.0, 0.0, 0.0]   // correct, summed loss, count
+        var i = 0
+        while i < mine.count {
+            let chunk = mine[i..<min(i + config.evalBatchSize, mine.count)]
+            preprocessor.fill(set, indices: chunk, epoch: 0, augment: false, into: x, labels: &labels)
+            let logits = model.forward(x, mode: .inference)
+            let K = logits.shape[1]
+            sums[1] += ce.forward(logits: logits, labels: labels, normalizer: 1)
+            for n in 0..<chunk.count {
+                let row = logits.data + n * K
+                var best = 0
+                for k in 1..<K where row[k] > row[best] { best = k }
+                if best == Int(labels[n]) { sums[0] += 1 }
+            }
+            sums[2] += Double(chunk.count)
+            i += chunk.count
+        }
+        sums.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+        return (sums[0] / max(sums[2], 1), sums[1] / max(sums[2], 1))
+    }
+
+    private func record(_ fields: [(String, Any)]) {
+        guard comm.rank == 0 else { return }
+        let body = fields.map { k, v -> String in
+            if let d = v as? Double { return "\"\(k)\":\(d.isFinite ? String(d) : "null")" }
+            return "\"\(k)\":\(v)"
+        }.joined(separator: ",")
+        metrics.append("{\(body)}")
+    }
+
+    /// The result of a run.
+    public struct Summary: Sendable {
+        public var steps: Int
+        public var trainLoss: Double
+        public var testAccuracy: Double
+        public var testLoss: Double
+        public var imagesPerSecond: Double
+        public var seconds: Double
+    }
+
+    /// Trains to `stopStep`, evaluating after each epoch and at the end; writes `--out` files on rank 0.
+    @discardableResult
+    public func run() throws -> Summary {
+        let c = config, spe = plan.stepsPerEpoch
+        let local = c.batchSize / comm.size
+        let x = Tensor(shape: [local, data.train.channels, data.train.height, data.train.width])
+        var labels: [Int32] = []
+        var order: [Int32] = []
+        var orderEpoch = -1
+        log("training \(c.model) on \(data.source): \(data.train.count) train / \(data.test.count) test images, "
+            + "\(data.train.channels)×\(data.train.height)×\(data.train.width), \(data.numClasses) classes")
+        log("ranks \(comm.size), global batch \(c.batchSize) (\(local) per rank), \(spe) steps/epoch, "
+            + "\(stopStep) of \(schedule.totalSteps) steps, lr \(c.lr) \(c.lrSchedule.rawValue), BN \(c.syncBN && comm.size > 1 ? "sync" : "local")")
+        let start = Date()
+        var windowStart = start, windowSteps = 0
+        var lossWindow = [0.0, 0.0]   // summed local loss·local count, samples
+        var lastLoss = Double.nan, lastRate = 0.0
+        var final = (accuracy: Double.nan, loss: Double.nan)
+        var computeSeconds = 0.0
+        for step in 0..<stopStep {
+            let epoch = step / spe, inEpoch = step % spe
+            if epoch != orderEpoch { order = plan.order(epoch: epoch); orderEpoch = epoch }
+            let t0 = Date()
+            preprocessor.fill(data.train, indices: plan.shard(order: order, stepInEpoch: inEpoch, rank: comm.rank, size: comm.size),
+                              epoch: epoch, augment: true, into: x, labels: &labels)
+            let logits = model.forward(x, mode: .training)
+            let l = loss.forward(logits: logits, labels: labels, normalizer: c.batchSize)
+            guard l.isFinite else { comm.abort("rank \(comm.rank): loss is \(l) at step \(step); lower --lr", code: 3) }
+            model.store.zeroGrad()
+            model.backward(loss.grad)
+            if comm.size > 1 { comm.allreduceSum(UnsafeMutableBufferPointer(start: model.store.grads, count: model.store.count)) }
+            let rate = schedule.rate(at: step)
+            optimizer.step(lr: Float(rate))
+            computeSeconds += Date().timeIntervalSince(t0)
+            lossWindow[0] += l; lossWindow[1] += 1
+            windowSteps += 1
+            let isLast = step + 1 == stopStep, epochEnd = inEpoch == spe - 1
+            if (step + 1) % c.logEvery == 0 || isLast || epochEnd {
+                lossWindow.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+                lastLoss = lossWindow[0] / max(lossWindow[1] / Double(comm.size), 1)
+                let now = Date()
+                let ips = Double(windowSteps * c.batchSize) / now.timeIntervalSince(windowStart)
+                let eta = Double(stopStep - step - 1) * now.timeIntervalSince(start) / Double(step + 1)
+                lastRate = rate
+                log(String(format: "step %d/%d  epoch %d  loss %.4f  lr %.5f  %.0f img/s  ETA %@",
+                           step + 1, stopStep, epoch + 1, lastLoss, rate, ips, Trainer.duration(eta)))
+                record([("step", step + 1), ("epoch", Double(step + 1) / Double(spe)), ("loss", lastLoss),
+                        ("lr", rate), ("images_per_second", ips)])
+                lossWindow = [0, 0]; windowStart = now; windowSteps = 0
+            }
+            if epochEnd || isLast {
+                final = evaluate()
+                log(String(format: "eval after step %d (epoch %.2f): test accuracy %.4f  test loss %.4f",
+                           step + 1, Double(step + 1) / Double(spe), final.accuracy, final.loss))
+                record([("step", step + 1), ("epoch", Double(step + 1) / Double(spe)),
+                        ("test_accuracy", final.accuracy), ("test_loss", final.loss)])
+                try writeMetrics()
+            }
+        }
+        _ = lastRate
+        let seconds = Date().timeIntervalSince(start)
+        let summary = Summary(steps: stopStep, trainLoss: lastLoss, testAccuracy: final.accuracy, testLoss: final.loss,
+                              imagesPerSecond: Double(stopStep * c.batchSize) / computeSeconds, seconds: seconds)
+        if comm.rank == 0, let out = c.out {
+            try SafeTensors.save(model.state, to: (out as NSString).appendingPathComponent("model.safetensors"),
+                                 metadata: ["format": "pt", "model": c.model])
+        }
+        return summary
+    }
+
+    private func writeMetrics() throws {
+        guard comm.rank == 0, let out = config.out else { return }
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try SafeTensors.writeAtomically(Data((metrics.joined(separator: "\n") + "\n").utf8),
+                                        to: (out as NSString).appendingPathComponent("metrics.jsonl"))
+    }
+
+    static func duration(_ s: Double) -> String {
+        let t = Int(s.rounded())
+        return t >= 3600 ? "\(t / 3600)h\(t % 3600 / 60)m" : t >= 60 ? "\(t / 60)m\(t % 60)s" : "\(t)s"
+    }
+}

@@ -1,0 +1,189 @@
+import ArgumentParser
+import Foundation
+import Tricks
+import TricksMPI
+
+@main
+struct TricksWorker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tricks-worker",
+        abstract: "Data-parallel CNN training with synchronized batch norm and the bag of tricks.",
+        discussion: "Run one process with `tricks-worker train`, or N with `mpirun -np N tricks-worker train`.",
+        subcommands: [Train.self, Bench.self],
+        defaultSubcommand: Train.self)
+}
+
+extension LRSchedule.Kind: ExpressibleByArgument {}
+extension Augmentation: ExpressibleByArgument {}
+
+enum BNMode: String, ExpressibleByArgument, CaseIterable {
+    case sync, local
+}
+
+/// Parses "a,b,c" into numbers.
+func doubles(_ s: String, flag: String) throws -> [Double] {
+    let parts = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    let v = parts.compactMap(Double.init)
+    guard v.count == parts.count, !v.isEmpty else { throw ValidationError("\(flag): expected comma-separated numbers, got '\(s)'") }
+    return v
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a CIFAR-style ResNet; the last line printed is a JSON summary.")
+
+    @Option(help: "A directory of IDX files (train-*/t10k-*, optionally .gz) or an .npz with x_train, y_train, x_test, y_test. Default: Fashion-MNIST from the dataset-fashion-mnist package.")
+    var data: String?
+
+    @Option(help: "resnet20, resnet32, resnet44, resnet56 or resnet110.")
+    var model = "resnet20"
+
+    @Option(help: "The global batch size, over all ranks.")
+    var batchSize = 128
+
+    @Option(help: "Epochs to train (fractional allowed); sets the schedule's length. Default 10 when --max-steps is not given.")
+    var epochs: Double?
+
+    @Option(help: "Stop after this many steps without changing the schedule's length.")
+    var maxSteps: Int?
+
+    @Option(help: "Base learning rate.")
+    var lr = 0.1
+
+    @Option(help: "SGD momentum.")
+    var momentum = 0.9
+
+    @Flag(help: "Nesterov momentum.")
+    var nesterov = false
+
+    @Option(help: "Weight decay.")
+    var wd = 5e-4
+
+    @Flag(help: "No weight decay on biases and BN γ/β.")
+    var noBiasDecay = false
+
+    @Option(help: "constant, step or cosine.")
+    var lrSchedule = LRSchedule.Kind.cosine
+
+    @Option(help: "Linear warmup length in epochs (fractional allowed).")
+    var warmupEpochs = 0.0
+
+    @Option(help: "Comma-separated epochs at which the step schedule multiplies the rate by 0.1.")
+    var lrSteps: String?
+
+    @Option(help: "Label smoothing ε: 1−ε on the true class, ε/(K−1) on the others.")
+    var labelSmoothing = 0.0
+
+    @Option(help: "standard (pad 4, random crop, random flip) or none.")
+    var augment = Augmentation.standard
+
+    @Flag(help: "Keep file order: step i trains on samples [i·B, (i+1)·B).")
+    var noShuffle = false
+
+    @Option(help: "Comma-separated per-channel means of x/255 (default: the training set's).")
+    var mean: String?
+
+    @Option(help: "Comma-separated per-channel standard deviations of x/255 (default: the training set's).")
+    var std: String?
+
+    @Option(help: "Number of classes; labels must be below it (default: 1 + the largest label).")
+    var numClasses: Int?
+
+    @Option(help: "A safetensors file to load every weight and buffer from before training (strict).")
+    var `init`: String?
+
+    @Option(help: "Output directory for model.safetensors and metrics.jsonl.")
+    var out: String?
+
+    @Option(help: "Random seed for initialization, shuffling and augmentation.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Steps between progress lines.")
+    var logEvery = 50
+
+    @Option(help: "sync: batch-norm statistics over all ranks; local: per rank.")
+    var bn = BNMode.sync
+
+    @Option(help: "BLAS threads per rank (default: the OPENBLAS_NUM_THREADS setting, else cores / ranks on this node).")
+    var threads: Int?
+
+    func validate() throws {
+        if batchSize <= 0 { throw ValidationError("--batch-size must be positive") }
+        if let e = epochs, e <= 0 { throw ValidationError("--epochs must be positive") }
+        if let k = maxSteps, k <= 0 { throw ValidationError("--max-steps must be positive") }
+        if lr <= 0 { throw ValidationError("--lr must be positive") }
+        if !(0..<1).contains(labelSmoothing) { throw ValidationError("--label-smoothing must be in [0, 1)") }
+        if warmupEpochs < 0 { throw ValidationError("--warmup-epochs must be ≥ 0") }
+        if logEvery <= 0 { throw ValidationError("--log-every must be positive") }
+        if let t = threads, t <= 0 { throw ValidationError("--threads must be positive") }
+        if let p = `init`, !FileManager.default.fileExists(atPath: p) { throw ValidationError("--init \(p): no such file") }
+    }
+
+    func makeConfig() throws -> TrainConfig {
+        var c = TrainConfig()
+        c.data = data; c.model = model; c.batchSize = batchSize
+        c.epochs = epochs ?? (maxSteps == nil ? 10 : nil)
+        c.maxSteps = maxSteps; c.lr = lr; c.momentum = momentum; c.nesterov = nesterov
+        c.weightDecay = wd; c.noBiasDecay = noBiasDecay; c.lrSchedule = lrSchedule
+        c.warmupEpochs = warmupEpochs
+        c.lrSteps = try lrSteps.map { try doubles($0, flag: "--lr-steps") } ?? []
+        c.labelSmoothing = labelSmoothing; c.augment = augment; c.shuffle = !noShuffle
+        c.mean = try mean.map { try doubles($0, flag: "--mean") }
+        c.std = try std.map { try doubles($0, flag: "--std") }
+        c.numClasses = numClasses; c.initFrom = `init`; c.out = out; c.seed = seed
+        c.logEvery = logEvery; c.syncBN = bn == .sync
+        return c
+    }
+
+    func run() throws {
+        let config = try makeConfig()
+        let env = ProcessInfo.processInfo.environment
+        let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
+        let comm: Communicator = mpi ?? SingleProcessCommunicator()
+        if let t = threads {
+            BLAS.setThreads(t)
+        } else if env["OPENBLAS_NUM_THREADS"] == nil {
+            let localRanks = Int(env["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
+            BLAS.setThreads(max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks))
+        }
+        do {
+            if let out = config.out, comm.rank == 0 {
+                try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            }
+            let trainer = try Trainer(config: config, comm: comm)
+            let s = try trainer.run()
+            if comm.rank == 0 {
+                let fields: [(String, String)] = [
+                    ("steps", "\(s.steps)"), ("train_loss", json(s.trainLoss)), ("test_accuracy", json(s.testAccuracy)),
+                    ("test_loss", json(s.testLoss)), ("images_per_second", json(s.imagesPerSecond)),
+                    ("seconds", json(s.seconds)), ("ranks", "\(comm.size)"), ("model", "\"\(config.model)\""),
+                ]
+                FileHandleOutput.stdout("{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
+            }
+            mpi?.finalize()
+        } catch {
+            comm.abort("tricks-worker: rank \(comm.rank): \(error)", code: 2)
+        }
+    }
+
+    func json(_ d: Double) -> String { d.isFinite ? String(format: "%.6g", d) : "null" }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time training steps on random data and print a per-layer table (build with -c release).")
+
+    @Option(help: "resnet20, resnet32, ...") var model = "resnet20"
+    @Option(help: "Batch size.") var batchSize = 32
+    @Option(help: "Input channels.") var channels = 3
+    @Option(help: "Input height and width.") var size = 32
+    @Option(help: "Timed steps.") var steps = 20
+    @Option(help: "BLAS threads.") var threads = 1
+
+    func run() throws {
+        BLAS.setThreads(threads)
+        var b = StepBenchmark()
+        b.model = model; b.batch = batchSize; b.channels = channels; b.size = size; b.steps = steps
+        print(try b.run())
+    }
+}
