@@ -5,6 +5,31 @@ import TricksMPI
 
 @main
 struct TricksWorker: ParsableCommand {
+    static func main() {
+        selectBLASKernels()
+        let args = Array(CommandLine.arguments.dropFirst())
+        do {
+            var command = try parseAsRoot(args)
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    /// OpenBLAS reads `OPENBLAS_CORETYPE` once, when it loads. If it fell back to its generic
+    /// kernels on a CPU it does not know, restart this process with the right kernel set
+    /// (before MPI is initialized, so the launcher sees the same process).
+    static func selectBLASKernels() {
+        guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil,
+              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return }
+        let flags = Set(line.split(separator: " ").map(String.init))
+        guard let core = BLAS.betterCoreType(cpuFlags: flags) else { return }
+        setenv("OPENBLAS_CORETYPE", core, 1)
+        var argv: [UnsafeMutablePointer<CChar>?] = CommandLine.arguments.map { strdup($0) } + [nil]
+        execv("/proc/self/exe", &argv)   // returns only on failure: carry on with the generic kernels
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "tricks-worker",
         abstract: "Data-parallel CNN training with synchronized batch norm and the bag of tricks.",
@@ -182,6 +207,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         BLAS.setThreads(threads)
+        if let c = ProcessInfo.processInfo.environment["TRICKS_COLUMN_BUDGET"].flatMap(Int.init) { Conv2d.columnBudget = c }
         var b = StepBenchmark()
         b.model = model; b.batch = batchSize; b.channels = channels; b.size = size; b.steps = steps
         print(try b.run())

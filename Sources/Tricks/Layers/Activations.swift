@@ -6,22 +6,15 @@ public final class ReLU: Layer {
 
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
         y.resize(x.shape)
-        let n = x.count, xp = x.data, yp = y.data
-        for i in 0..<n { yp[i] = max(xp[i], 0) }
+        Vec.relu(x.data, y.data, x.count)
         return y
     }
 
     public func backward(_ dy: Tensor) -> Tensor {
         dx.resize(dy.shape)
-        reluBackward(dy: dy.data, y: y.data, dx: dx.data, count: dy.count)
+        Vec.reluBackward(dy.data, y.data, dx.data, dy.count)
         return dx
     }
-}
-
-/// dx = dy where y > 0, else 0.
-@inline(__always)
-func reluBackward(dy: UnsafePointer<Float>, y: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : 0 }
 }
 
 /// Global average pooling: `(N, C, H, W)` → `(N, C)`.

@@ -82,7 +82,7 @@ public final class BatchNorm2d: Layer {
                 let m = Float(runningMean[c]), s = Float(istd), g = gamma[c], b = beta[c]
                 for n in 0..<N {
                     let o = (n * C + c) * P
-                    for i in 0..<P { let h = (xp[o + i] - m) * s; hp[o + i] = h; yp[o + i] = g * h + b }
+                    Vec.normalize(xp + o, hp + o, yp + o, P, mean: m, scale: s, gamma: g, beta: b)
                 }
             }
             return y
@@ -92,8 +92,8 @@ public final class BatchNorm2d: Layer {
             for c in 0..<C {
                 var s1 = 0.0, s2 = 0.0
                 for n in 0..<N {
-                    let row = xp + (n * C + c) * P
-                    for i in 0..<P { let v = Double(row[i]); s1 += v; s2 += v * v }
+                    let (a, b) = Vec.sums(xp + (n * C + c) * P, P)
+                    s1 += a; s2 += b
                 }
                 st[c] = s1; st[C + c] = s2
             }
@@ -111,7 +111,7 @@ public final class BatchNorm2d: Layer {
             let m = Float(mean), s = Float(istd), g = gamma[c], b = beta[c]
             for n in 0..<N {
                 let o = (n * C + c) * P
-                for i in 0..<P { let h = (xp[o + i] - m) * s; hp[o + i] = h; yp[o + i] = g * h + b }
+                Vec.normalize(xp + o, hp + o, yp + o, P, mean: m, scale: s, gamma: g, beta: b)
             }
             let unbiased = count > 1 ? variance * count / (count - 1) : variance
             runningMean[c] = Float((1 - momentum) * Double(runningMean[c]) + momentum * mean)
@@ -132,7 +132,8 @@ public final class BatchNorm2d: Layer {
                 var s1 = 0.0, s2 = 0.0
                 for n in 0..<N {
                     let o = (n * C + c) * P
-                    for i in o..<o + P { let d = Double(dyp[i]); s1 += d; s2 += d * Double(hp[i]) }
+                    let (a, b) = Vec.dotSums(dyp + o, hp + o, P)
+                    s1 += a; s2 += b
                 }
                 st[c] = s1; st[C + c] = s2
                 weight.grad[c] += Float(s2)
@@ -147,7 +148,7 @@ public final class BatchNorm2d: Layer {
             let g = Double(gamma[c]) * invStd[c]
             if lastMode == .inference {
                 let s = Float(g)
-                for n in 0..<N { let o = (n * C + c) * P; for i in 0..<P { dxp[o + i] = s * dyp[o + i] } }
+                for n in 0..<N { let o = (n * C + c) * P; Vec.bnBackward(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: 0, meanDyH: 0) }
                 continue
             }
             // dx = γ·σ⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), sums and n over the whole group.
@@ -155,7 +156,7 @@ public final class BatchNorm2d: Layer {
             let s = Float(g), mdy = Float(stats[c] / count), mdyx = Float(stats[C + c] / count)
             for n in 0..<N {
                 let o = (n * C + c) * P
-                for i in 0..<P { dxp[o + i] = s * (dyp[o + i] - mdy - hp[o + i] * mdyx) }
+                Vec.bnBackward(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: mdy, meanDyH: mdyx)
             }
         }
         return dx

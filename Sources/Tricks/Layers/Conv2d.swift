@@ -28,11 +28,22 @@ public final class Conv2d: Layer {
 
     private var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
 
-    /// Fills `col` with the unfolded input for the current geometry.
-    private func unfold(_ x: Tensor, _ col: UnsafeMutablePointer<Float>) {
-        let g = geometry
-        if isPointwise { transposeNC(x.data, n: g.n, c: g.c, plane: g.h * g.w, col) }
-        else { im2col(x.data, g, col) }
+    /// Images per GEMM: enough columns for an efficient GEMM, few enough that the
+    /// unfolded chunk stays in cache. With one image per chunk no transposes are needed.
+    public static var columnBudget = 1 << 18
+
+    private func chunkSize(_ g: ConvGeometry) -> Int {
+        let plane = g.oh * g.ow
+        return max(1, min(g.n, Conv2d.columnBudget / max(g.rows * plane, 1)))
+    }
+
+    /// Fills `col` with the unfolded images `n0 ..< n0+count` of `x`.
+    private func unfold(_ x: Tensor, _ g: ConvGeometry, _ n0: Int, _ col: UnsafeMutablePointer<Float>) {
+        var gc = g
+        gc.n = min(g.n - n0, chunkSize(g))
+        let src = x.data + n0 * g.c * g.h * g.w
+        if isPointwise { transposeNC(src, n: gc.n, c: g.c, plane: g.h * g.w, col) }
+        else { im2col(src, gc, col) }
     }
 
     /// x: `(N, Cin, H, W)` → `(N, Cout, OH, OW)`.
@@ -43,14 +54,20 @@ public final class Conv2d: Layer {
                              kh: kernel, kw: kernel, stride: stride, pad: padding)
         geometry = g
         input = x
-        let K = g.rows, L = g.cols, plane = g.oh * g.ow
+        let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         y.resize([g.n, outChannels, g.oh, g.ow])
-        if L == 0 { return y }
-        let col = ws.scratch(0, count: K * L)
-        unfold(x, col)
-        let out = ws.scratch(1, count: outChannels * L)       // (Cout, N, OH·OW)
-        BLAS.gemm(m: outChannels, n: L, k: K, a: weight.value, lda: K, b: col, ldb: L, beta: 0, c: out, ldc: L)
-        transposeNC(out, n: outChannels, c: g.n, plane: plane, y.data)
+        if g.n == 0 || plane == 0 { return y }
+        let col = ws.scratch(0, count: K * chunk * plane)
+        let tmp = ws.scratch(1, count: outChannels * chunk * plane)
+        for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
+            let m = min(chunk, g.n - n0), L = m * plane
+            unfold(x, g, n0, col)
+            let dst = y.data + n0 * outChannels * plane
+            // (Cout, K) · (K, m·plane) → (Cout, m, plane), then to (m, Cout, plane).
+            BLAS.gemm(m: outChannels, n: L, k: K, a: weight.value, lda: K, b: col, ldb: L, beta: 0,
+                      c: m == 1 ? dst : tmp, ldc: L)
+            if m > 1 { transposeNC(tmp, n: outChannels, c: m, plane: plane, dst) }
+        }
         return y
     }
 
@@ -58,25 +75,32 @@ public final class Conv2d: Layer {
     public func backward(_ dyT: Tensor) -> Tensor {
         guard let x = input else { fatalError("\(weight.name): backward before forward") }
         let g = geometry
-        let K = g.rows, L = g.cols, plane = g.oh * g.ow
+        let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         dx.resize(x.shape)
-        if L == 0 { dx.zero(); return dx }
-        let dy = ws.scratch(1, count: outChannels * L)        // (Cout, N, OH·OW)
-        transposeNC(dyT.data, n: g.n, c: outChannels, plane: plane, dy)
-        let col = ws.scratch(0, count: K * L)
-        unfold(x, col)
-        // dW (Cout, K) += dy (Cout, L) · colᵀ (L, K)
-        BLAS.gemm(transB: true, m: outChannels, n: K, k: L, a: dy, lda: L, b: col, ldb: L, beta: 1,
-                  c: weight.grad, ldc: K)
-        guard needsInputGrad else { return dx }
-        // dcol (K, L) = Wᵀ (K, Cout) · dy (Cout, L), written over the unfolded input.
-        BLAS.gemm(transA: true, m: K, n: L, k: outChannels, a: weight.value, lda: K, b: dy, ldb: L, beta: 0,
-                  c: col, ldc: L)
-        if isPointwise {
-            transposeNC(col, n: g.c, c: g.n, plane: g.h * g.w, dx.data)
-        } else {
-            dx.zero()
-            col2im(col, g, dx.data)
+        if g.n == 0 || plane == 0 { dx.zero(); return dx }
+        let col = ws.scratch(0, count: K * chunk * plane)
+        let tmp = ws.scratch(1, count: outChannels * chunk * plane)
+        if needsInputGrad && !isPointwise { dx.zero() }
+        for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
+            let m = min(chunk, g.n - n0), L = m * plane
+            var dy = dyT.data + n0 * outChannels * plane        // (m, Cout, plane)
+            if m > 1 { transposeNC(dy, n: m, c: outChannels, plane: plane, tmp); dy = tmp }  // (Cout, m·plane)
+            unfold(x, g, n0, col)
+            // dW (Cout, K) += dy (Cout, L) · colᵀ (L, K)
+            BLAS.gemm(transB: true, m: outChannels, n: K, k: L, a: dy, lda: L, b: col, ldb: L, beta: 1,
+                      c: weight.grad, ldc: K)
+            guard needsInputGrad else { continue }
+            // dcol (K, L) = Wᵀ (K, Cout) · dy (Cout, L), written over the unfolded input.
+            BLAS.gemm(transA: true, m: K, n: L, k: outChannels, a: weight.value, lda: K, b: dy, ldb: L, beta: 0,
+                      c: col, ldc: L)
+            let dst = dx.data + n0 * g.c * g.h * g.w
+            if isPointwise {
+                transposeNC(col, n: g.c, c: m, plane: g.h * g.w, dst)
+            } else {
+                var gc = g
+                gc.n = m
+                col2im(col, gc, dst)
+            }
         }
         return dx
     }

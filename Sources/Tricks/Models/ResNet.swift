@@ -38,8 +38,7 @@ public final class BasicBlock: Layer {
         var s = x
         if let (dc, db) = downsample { s = db.fwd(dc.fwd(x, mode, p), mode, p) }
         sum.resize(a.shape)
-        let n = a.count, ap = a.data, sp = s.data, op = sum.data
-        for i in 0..<n { op[i] = ap[i] + sp[i] }
+        Vec.add(a.data, s.data, sum.data, a.count)
         return relu2.fwd(sum, mode, p)
     }
 
@@ -53,8 +52,7 @@ public final class BasicBlock: Layer {
         g = conv1.bwd(g, x, p)
         var s = d
         if let (dc, db) = downsample { s = dc.bwd(db.bwd(d, sum, p), x, p) }
-        let n = g.count, gp = g.data, sp = s.data
-        for i in 0..<n { gp[i] += sp[i] }
+        Vec.addInPlace(g.data, s.data, g.count)
         return g
     }
 }

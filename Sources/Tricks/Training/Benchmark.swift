@@ -42,7 +42,7 @@ public struct StepBenchmark {
         net.profiler = prof
         for _ in 0..<steps { step() }
         net.profiler = nil
-        var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads)\n\n"
+        var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads), OpenBLAS kernels \(BLAS.coreName)\n\n"
         out += "| statistic | ms |\n|---|---:|\n"
         out += String(format: "| median | %.2f |\n| min | %.2f |\n| p90 | %.2f |\n\n", 1e3 * median, 1e3 * times[0],
                       1e3 * times[min(times.count - 1, Int(0.9 * Double(times.count - 1)))])

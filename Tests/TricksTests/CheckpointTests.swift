@@ -1,0 +1,64 @@
+import XCTest
+@testable import Tricks
+
+/// The safetensors byte format, strict loading and its error messages.
+final class CheckpointTests: XCTestCase {
+    func testByteFormat() throws {
+        let w = UnsafeMutablePointer<Float>.allocate(capacity: 3); defer { w.deallocate() }
+        w[0] = 1.5; w[1] = -2; w[2] = 0.25
+        let n = UnsafeMutablePointer<Int64>.allocate(capacity: 1); defer { n.deallocate() }
+        n.pointee = 7
+        let d = SafeTensors.encode([StateTensor(name: "a.weight", shape: [3], storage: .float(w)),
+                                    StateTensor(name: "a.num_batches_tracked", shape: [], storage: .int64(n))])
+        let hlen = d.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+        XCTAssertEqual(hlen % 8, 0)
+        let header = try JSONSerialization.jsonObject(with: d.subdata(in: 8..<8 + hlen)) as! [String: [String: Any]]
+        XCTAssertEqual(header["a.weight"]?["dtype"] as? String, "F32")
+        XCTAssertEqual(header["a.weight"]?["shape"] as? [Int], [3])
+        XCTAssertEqual(header["a.weight"]?["data_offsets"] as? [Int], [0, 12])
+        XCTAssertEqual(header["a.num_batches_tracked"]?["dtype"] as? String, "I64")
+        XCTAssertEqual(header["a.num_batches_tracked"]?["shape"] as? [Int], [])
+        XCTAssertEqual(header["a.num_batches_tracked"]?["data_offsets"] as? [Int], [12, 20])
+        XCTAssertEqual(d.count, 8 + hlen + 20)
+        // Little-endian IEEE floats, then the int64.
+        XCTAssertEqual(Array(d[(8 + hlen)..<(8 + hlen + 4)]), [0, 0, 0xC0, 0x3F])
+        XCTAssertEqual(Array(d[(8 + hlen + 12)..<(8 + hlen + 20)]), [7, 0, 0, 0, 0, 0, 0, 0])
+    }
+
+    func testRoundTripAndStrictErrors() throws {
+        let a = ResNet(depth: 8, inChannels: 1, numClasses: 4, seed: 1)
+        let b = ResNet(depth: 8, inChannels: 1, numClasses: 4, seed: 2)
+        a.bn1.numBatchesTracked.pointee = 9
+        a.bn1.runningVar[2] = 3.5
+        let path = NSTemporaryDirectory() + "ckpt-\(UUID().uuidString).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try SafeTensors.save(a.state, to: path)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path + ".tmp-\(getpid())"))
+        try SafeTensors.load(path, into: b.state)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: a.store.values, count: a.store.count)),
+                       Array(UnsafeBufferPointer(start: b.store.values, count: b.store.count)))
+        XCTAssertEqual(b.bn1.numBatchesTracked.pointee, 9)
+        XCTAssertEqual(b.bn1.runningVar[2], 3.5)
+        XCTAssertEqual(a.state.map(\.name).prefix(7), ["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean",
+                                                       "bn1.running_var", "bn1.num_batches_tracked", "layer1.0.conv1.weight"])
+
+        let other = ResNet(depth: 8, inChannels: 1, numClasses: 5, seed: 1)
+        XCTAssertThrowsError(try SafeTensors.load(path, into: other.state)) { e in
+            XCTAssertTrue("\(e)".contains("fc.weight has shape [4, 64]"), "\(e)")
+        }
+        let deeper = ResNet(depth: 14, inChannels: 1, numClasses: 4, seed: 1)
+        XCTAssertThrowsError(try SafeTensors.load(path, into: deeper.state)) { e in
+            XCTAssertTrue("\(e)".contains("missing: layer1.1.conv1.weight"), "\(e)")
+        }
+        XCTAssertThrowsError(try SafeTensors.load(path, into: Array(b.state.dropLast()))) { e in
+            XCTAssertTrue("\(e)".contains("unexpected: fc.bias"), "\(e)")
+        }
+        let full = try Data(contentsOf: URL(fileURLWithPath: path))
+        try full.prefix(full.count - 10).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try SafeTensors.load(path, into: b.state)) { e in
+            XCTAssertTrue("\(e)".contains("truncated"), "\(e)")
+        }
+        try Data("not a checkpoint at all".utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try SafeTensors.load(path, into: b.state))
+    }
+}

@@ -1,0 +1,97 @@
+import XCTest
+@testable import Tricks
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// End-to-end training in one process and through the `tricks-worker` binary.
+final class TrainingTests: XCTestCase {
+    /// A learnable synthetic set: class k brightens quadrant k of an 8×8 image.
+    static func writeToyNPZ(_ path: String, train: Int = 96, test: Int = 48) throws {
+        var rng = SplitMix64(seed: 77)
+        func make(_ n: Int) -> ([UInt8], [UInt8]) {
+            var px: [UInt8] = [], labels: [UInt8] = []
+            for i in 0..<n {
+                let k = i % 3
+                labels.append(UInt8(k))
+                for y in 0..<8 { for x in 0..<8 {
+                    let q = (y / 4) * 2 + x / 4
+                    px.append(UInt8(min(255, (q == k ? 160 : 40) + rng.below(60))))
+                } }
+            }
+            return (px, labels)
+        }
+        let (xt, yt) = make(train), (xs, ys) = make(test)
+        try DataTests.zip([("x_train.npy", DataTests.npy("|u1", [train, 8, 8], xt)), ("y_train.npy", DataTests.npy("|u1", [train], yt)),
+                           ("x_test.npy", DataTests.npy("|u1", [test, 8, 8], xs)), ("y_test.npy", DataTests.npy("|u1", [test], ys))])
+            .write(to: URL(fileURLWithPath: path))
+    }
+
+    func tempDir() throws -> String {
+        let d = NSTemporaryDirectory() + "tricks-train-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
+        return d
+    }
+
+    func testTrainerLearnsToyTaskAndWritesOutputs() throws {
+        let d = try tempDir()
+        try Self.writeToyNPZ(d + "/toy.npz")
+        var c = TrainConfig()
+        c.data = d + "/toy.npz"; c.model = "resnet8"; c.batchSize = 16; c.epochs = 6; c.lr = 0.05
+        c.augment = .none; c.out = d + "/out"; c.logEvery = 1000
+        var lines: [String] = []
+        let t = try Trainer(config: c, comm: SingleProcessCommunicator(), log: { lines.append($0) })
+        let s = try t.run()
+        XCTAssertEqual(s.steps, 36)
+        XCTAssertGreaterThan(s.testAccuracy, 0.9, "\(lines.joined(separator: "\n"))")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: d + "/out/model.safetensors"))
+        let metrics = try String(contentsOfFile: d + "/out/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(metrics.filter { $0.contains("test_accuracy") }.count, 6)   // one evaluation per epoch
+        for m in metrics { XCTAssertNoThrow(try JSONSerialization.jsonObject(with: Data(m.utf8))) }
+        // The saved model loads back strictly and evaluates to the same accuracy.
+        var c2 = c; c2.initFrom = d + "/out/model.safetensors"; c2.out = nil
+        let t2 = try Trainer(config: c2, comm: SingleProcessCommunicator(), log: { _ in })
+        XCTAssertEqual(t2.evaluate().accuracy, s.testAccuracy, accuracy: 1e-12)
+    }
+
+    func testMaxStepsKeepsTheScheduleLength() throws {
+        let d = try tempDir()
+        try Self.writeToyNPZ(d + "/toy.npz")
+        var c = TrainConfig()
+        c.data = d + "/toy.npz"; c.model = "resnet8"; c.batchSize = 16; c.epochs = 4; c.maxSteps = 5
+        let t = try Trainer(config: c, comm: SingleProcessCommunicator(), log: { _ in })
+        XCTAssertEqual(t.schedule.totalSteps, 24)
+        XCTAssertEqual(t.stopStep, 5)
+        c.epochs = nil
+        XCTAssertEqual(try Trainer(config: c, comm: SingleProcessCommunicator(), log: { _ in }).schedule.totalSteps, 5)
+        c.batchSize = 1000
+        XCTAssertThrowsError(try Trainer(config: c, comm: SingleProcessCommunicator(), log: { _ in }))
+    }
+
+    /// Steady-state training steps allocate nothing new: the data segment stays flat (one step's
+    /// buffers here are several MB, so a per-step allocation would show).
+    func testNoAllocationGrowthAcrossSteps() {
+        let net = ResNet(depth: 8, inChannels: 3, numClasses: 10, seed: 1)
+        let opt = SGD(store: net.store, momentum: 0.9, weightDecay: 5e-4)
+        let ce = SoftmaxCrossEntropy(labelSmoothing: 0.1)
+        let x = GradCheck.randomTensor([8, 3, 16, 16], seed: 3)
+        let labels: [Int32] = [0, 1, 2, 3, 4, 5, 6, 7]
+        func step() {
+            net.store.zeroGrad()
+            ce.forward(logits: net.forward(x, mode: .training), labels: labels)
+            net.backward(ce.grad)
+            opt.step(lr: 0.1)
+        }
+        // Data segment size (heap and anonymous mappings) in bytes, from /proc/self/statm.
+        func heap() -> Int {
+            let f = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? ""
+            return (Int(f.split(separator: " ")[5]) ?? 0) * 4096
+        }
+        for _ in 0..<3 { step() }
+        let before = heap(), ws = net.workspace.totalCapacity
+        for _ in 0..<10 { step() }
+        XCTAssertEqual(net.workspace.totalCapacity, ws)
+        XCTAssertLessThan(heap() - before, 256 * 1024, "heap grew by \(heap() - before) bytes over 10 steps")
+    }
+}
