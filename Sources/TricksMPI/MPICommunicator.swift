@@ -29,10 +29,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         return MPICommunicator(comm: cmpi_comm_world())
     }
 
-    /// Splits into groups of `groupSize` consecutive ranks (for BN groups).
-    public func split(groupSize: Int) -> MPICommunicator {
+    public func subgroup(size groupSize: Int) -> Communicator {
+        if groupSize >= size { return self }
         var sub: MPI_Comm? = cmpi_comm_null()
-        MPI_Comm_split(comm, Int32(rank / groupSize), Int32(rank), &sub)
+        check(MPI_Comm_split(comm, Int32(rank / groupSize), Int32(rank), &sub), "MPI_Comm_split")
         return MPICommunicator(comm: sub!)
     }
 
@@ -90,6 +90,13 @@ final class MPIRequest: CommRequest {
     var request: MPI_Request? = cmpi_request_null()
     let owner: MPICommunicator
     init(owner: MPICommunicator) { self.owner = owner }
+    func test() -> Bool {
+        var flag: Int32 = 0
+        let rc = MPI_Test(&request, &flag, cmpi_status_ignore())
+        if rc != cmpi_success() { owner.abort("rank \(owner.rank): MPI_Test failed (MPI error \(rc))", code: 1) }
+        return flag != 0
+    }
+
     func wait() {
         let rc = MPI_Wait(&request, cmpi_status_ignore())
         if rc != cmpi_success() { owner.abort("rank \(owner.rank): MPI_Wait failed (MPI error \(rc))", code: 1) }

@@ -34,7 +34,7 @@ struct TricksWorker: ParsableCommand {
         commandName: "tricks-worker",
         abstract: "Data-parallel CNN training with synchronized batch norm and the bag of tricks.",
         discussion: "Run one process with `tricks-worker train`, or N with `mpirun -np N tricks-worker train`.",
-        subcommands: [Train.self, Bench.self],
+        subcommands: [Train.self, Eval.self, Bench.self, SelfTest.self],
         defaultSubcommand: Train.self)
 }
 
@@ -64,7 +64,7 @@ struct Train: ParsableCommand {
     var model = "resnet20"
 
     @Option(help: "The global batch size, over all ranks.")
-    var batchSize = 128
+    var batchSize = 64
 
     @Option(help: "Epochs to train (fractional allowed); sets the schedule's length. Default 10 when --max-steps is not given.")
     var epochs: Double?
@@ -100,7 +100,7 @@ struct Train: ParsableCommand {
     var labelSmoothing = 0.0
 
     @Option(help: "standard (pad 4, random crop, random flip) or none.")
-    var augment = Augmentation.standard
+    var augment = Augmentation.none
 
     @Flag(help: "Keep file order: step i trains on samples [i·B, (i+1)·B).")
     var noShuffle = false
@@ -128,6 +128,15 @@ struct Train: ParsableCommand {
 
     @Option(help: "sync: batch-norm statistics over all ranks; local: per rank.")
     var bn = BNMode.sync
+
+    @Option(help: "With --bn sync: synchronize BN within groups of this many consecutive ranks (default: all).")
+    var bnGroupSize: Int?
+
+    @Option(help: "Compare a checksum of all parameters across ranks every K steps; end the job at the first divergence.")
+    var checkReplicas: Int?
+
+    @Option(help: "Target size in KiB of a gradient all-reduce bucket.")
+    var bucketKb = 256
 
     @Option(help: "BLAS threads per rank (default: the OPENBLAS_NUM_THREADS setting, else cores / ranks on this node).")
     var threads: Int?
@@ -157,6 +166,7 @@ struct Train: ParsableCommand {
         c.std = try std.map { try doubles($0, flag: "--std") }
         c.numClasses = numClasses; c.initFrom = `init`; c.out = out; c.seed = seed
         c.logEvery = logEvery; c.syncBN = bn == .sync
+        c.bnGroupSize = bnGroupSize; c.checkReplicas = checkReplicas; c.bucketBytes = bucketKb * 1024
         return c
     }
 
@@ -181,7 +191,9 @@ struct Train: ParsableCommand {
                 let fields: [(String, String)] = [
                     ("steps", "\(s.steps)"), ("train_loss", json(s.trainLoss)), ("test_accuracy", json(s.testAccuracy)),
                     ("test_loss", json(s.testLoss)), ("images_per_second", json(s.imagesPerSecond)),
-                    ("seconds", json(s.seconds)), ("ranks", "\(comm.size)"), ("model", "\"\(config.model)\""),
+                    ("seconds", json(s.seconds)), ("step_ms", json(1e3 * s.stepSeconds)),
+                    ("comm_wait_ms", json(1e3 * s.commWaitSeconds)), ("ranks", "\(comm.size)"),
+                    ("bn", "\"\(config.syncBN && comm.size > 1 ? "sync" : "local")\""), ("model", "\"\(config.model)\""),
                 ]
                 FileHandleOutput.stdout("{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
             }
@@ -211,5 +223,31 @@ struct Bench: ParsableCommand {
         var b = StepBenchmark()
         b.model = model; b.batch = batchSize; b.channels = channels; b.size = size; b.steps = steps
         print(try b.run())
+    }
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a checkpoint on the test split; prints one JSON line.")
+
+    @Option(help: "Data, as for train (default: Fashion-MNIST).") var data: String?
+    @Option(help: "resnet20, resnet32, ...") var model = "resnet20"
+    @Option(name: .customLong("init"), help: "The safetensors checkpoint to evaluate.") var checkpoint: String
+    @Option(help: "Comma-separated per-channel means of x/255 (default: the training set's).") var mean: String?
+    @Option(help: "Comma-separated per-channel standard deviations of x/255 (default: the training set's).") var std: String?
+
+    func run() throws {
+        var c = TrainConfig()
+        c.data = data; c.model = model; c.initFrom = checkpoint; c.maxSteps = 1; c.batchSize = 1
+        c.mean = try mean.map { try doubles($0, flag: "--mean") }
+        c.std = try std.map { try doubles($0, flag: "--std") }
+        do {
+            let t = try Trainer(config: c, comm: SingleProcessCommunicator(), log: { _ in })
+            let r = t.evaluate()
+            print("{\"test_accuracy\":\(r.accuracy),\"test_loss\":\(r.loss),\"checkpoint\":\"\(checkpoint)\"}")
+        } catch {
+            FileHandleOutput.stderr("tricks-worker eval: \(error)")
+            throw ExitCode(2)
+        }
     }
 }

@@ -22,6 +22,9 @@ public protocol Communicator: AnyObject {
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int)
     /// Returns once every rank has called it.
     func barrier()
+    /// The group of `size` consecutive ranks this rank belongs to (ranks `k·size ..< (k+1)·size`).
+    /// Collective: every rank calls it.
+    func subgroup(size: Int) -> Communicator
     /// Ends every rank of the job with `message` and a non-zero exit.
     func abort(_ message: String, code: Int32) -> Never
 }
@@ -30,12 +33,15 @@ public protocol Communicator: AnyObject {
 public protocol CommRequest: AnyObject {
     /// Blocks until the collective has completed.
     func wait()
+    /// Lets the transport make progress; true once the collective has completed.
+    func test() -> Bool
 }
 
 /// A request that is already complete.
 public final class CompletedRequest: CommRequest {
     public init() {}
     public func wait() {}
+    public func test() -> Bool { true }
 }
 
 /// The world of one rank: every collective is the identity.
@@ -48,6 +54,7 @@ public final class SingleProcessCommunicator: Communicator {
     public func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) -> CommRequest { CompletedRequest() }
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) {}
     public func barrier() {}
+    public func subgroup(size: Int) -> Communicator { self }
     public func abort(_ message: String, code: Int32) -> Never {
         FileHandleOutput.stderr(message)
         exit(code)

@@ -79,7 +79,7 @@ public final class BatchNorm2d: Layer {
             for c in 0..<C {
                 let istd = 1 / (Double(runningVar[c]) + eps).squareRoot()
                 invStd[c] = istd
-                let m = Float(runningMean[c]), s = Float(istd), g = gamma[c], b = beta[c]
+                let m = Double(runningMean[c]), s = Float(istd), g = gamma[c], b = beta[c]
                 for n in 0..<N {
                     let o = (n * C + c) * P
                     Vec.normalize(xp + o, hp + o, yp + o, P, mean: m, scale: s, gamma: g, beta: b)
@@ -108,7 +108,7 @@ public final class BatchNorm2d: Layer {
             let variance = max(stats[C + c] / count - mean * mean, 0)
             let istd = 1 / (variance + eps).squareRoot()
             invStd[c] = istd
-            let m = Float(mean), s = Float(istd), g = gamma[c], b = beta[c]
+            let m = mean, s = Float(istd), g = gamma[c], b = beta[c]
             for n in 0..<N {
                 let o = (n * C + c) * P
                 Vec.normalize(xp + o, hp + o, yp + o, P, mean: m, scale: s, gamma: g, beta: b)

@@ -5,9 +5,10 @@ import Foundation
 /// identity or, when the shape changes, a 1×1 convolution + BN (`downsample.0/1`).
 public final class BasicBlock: Layer {
     public let conv1: Conv2d, bn1: BatchNorm2d, relu1 = ReLU()
-    public let conv2: Conv2d, bn2: BatchNorm2d, relu2 = ReLU()
+    public let conv2: Conv2d, bn2: BatchNorm2d
     public let downsample: (conv: Conv2d, bn: BatchNorm2d)?
-    private let sum = Tensor(shape: [0])
+    private let out = Tensor(shape: [0])       // relu(bn2 + shortcut), (N, Cout, H', W')
+    private let dsum = Tensor(shape: [0])
     private var input: Tensor?
     var profiler: StepProfiler?
 
@@ -37,21 +38,23 @@ public final class BasicBlock: Layer {
         let c2 = conv2.fwd(r1, mode, p), a = bn2.fwd(c2, mode, p)
         var s = x
         if let (dc, db) = downsample { s = db.fwd(dc.fwd(x, mode, p), mode, p) }
-        sum.resize(a.shape)
-        Vec.add(a.data, s.data, sum.data, a.count)
-        return relu2.fwd(sum, mode, p)
+        out.resize(a.shape)
+        Vec.addReLU(a.data, s.data, out.data, a.count)
+        return out
     }
 
     public func backward(_ dy: Tensor) -> Tensor {
         let p = profiler, x = input!
-        let d = relu2.bwd(dy, sum, p)
-        var g = bn2.bwd(d, sum, p)
-        g = conv2.bwd(g, sum, p)
-        g = relu1.bwd(g, sum, p)
-        g = bn1.bwd(g, sum, p)
+        dsum.resize(dy.shape)
+        Vec.reluBackward(dy.data, out.data, dsum.data, dy.count)
+        let d = dsum
+        var g = bn2.bwd(d, out, p)
+        g = conv2.bwd(g, out, p)
+        g = relu1.bwd(g, out, p)
+        g = bn1.bwd(g, out, p)
         g = conv1.bwd(g, x, p)
         var s = d
-        if let (dc, db) = downsample { s = dc.bwd(db.bwd(d, sum, p), x, p) }
+        if let (dc, db) = downsample { s = dc.bwd(db.bwd(d, out, p), x, p) }
         Vec.addInPlace(g.data, s.data, g.count)
         return g
     }
@@ -79,6 +82,8 @@ public final class ResNet: @unchecked Sendable {
         didSet { blocks.forEach { $0.profiler = profiler } }
     }
     private var input: Tensor?
+    /// Called during `backward` with parameters whose gradients are final (for overlapped reduction).
+    public var onGradientsReady: (([Parameter]) -> Void)?
     /// Values and gradients of every parameter, contiguous.
     public private(set) var store: ParameterStore!
 
@@ -164,7 +169,12 @@ public final class ResNet: @unchecked Sendable {
     public func backward(_ dlogits: Tensor) {
         let p = profiler, x = input!
         var g = pool.backward(fc.backward(dlogits))
-        for b in blocks.reversed() { g = b.backward(g) }
+        onGradientsReady?(fc.parameters)
+        for b in blocks.reversed() {
+            g = b.backward(g)
+            onGradientsReady?(b.parameters)
+        }
         _ = conv1.bwd(bn1.bwd(relu.bwd(g, x, p), x, p), x, p)
+        onGradientsReady?(conv1.parameters + bn1.parameters)
     }
 }

@@ -30,19 +30,44 @@ public func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMu
                         if ih < 0 || ih >= H || owLo >= owHi {
                             d.update(repeating: 0, count: OW); continue
                         }
-                        if owLo > 0 { d.update(repeating: 0, count: owLo) }
-                        if owHi < OW { (d + owHi).update(repeating: 0, count: OW - owHi) }
+                        for k in 0..<owLo { d[k] = 0 }
+                        for k in owHi..<OW { d[k] = 0 }
                         let row = src + ih * W - p + j
                         if s == 1 {
-                            (d + owLo).update(from: row + owLo, count: owHi - owLo)
+                            copyRow(from: row + owLo, to: d + owLo, owHi - owLo)
                         } else {
-                            for ow in owLo..<owHi { d[ow] = row[ow * s] }
+                            for ow in owLo..<owHi { d[ow] = row[ow &* s] }
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// dst[0..<n] = src[0..<n], in SIMD chunks (rows here are too short for a memcpy call to pay).
+@inline(__always)
+func copyRow(from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ n: Int) {
+    var k = 0
+    while k &+ 8 <= n {
+        UnsafeMutableRawPointer(dst + k).storeBytes(of: UnsafeRawPointer(src + k).loadUnaligned(as: SIMD8<Float>.self),
+                                                    as: SIMD8<Float>.self)
+        k &+= 8
+    }
+    while k < n { dst[k] = src[k]; k &+= 1 }
+}
+
+/// dst[0..<n] += src[0..<n], in SIMD chunks.
+@inline(__always)
+func addRow(from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ n: Int) {
+    var k = 0
+    while k &+ 8 <= n {
+        let a = UnsafeRawPointer(src + k).loadUnaligned(as: SIMD8<Float>.self)
+        let b = UnsafeRawPointer(dst + k).loadUnaligned(as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(dst + k).storeBytes(of: a + b, as: SIMD8<Float>.self)
+        k &+= 8
+    }
+    while k < n { dst[k] += src[k]; k &+= 1 }
 }
 
 /// The adjoint of `im2col`: adds each column-matrix entry into the input position it came from.
@@ -65,7 +90,7 @@ public func col2im(_ col: UnsafePointer<Float>, _ g: ConvGeometry, _ dx: UnsafeM
                         let sr = src + (n * OH + oh) * OW
                         let row = dst + ih * W - p + j
                         if s == 1 {
-                            for ow in owLo..<owHi { row[ow] += sr[ow] }
+                            addRow(from: sr + owLo, to: row + owLo, owHi - owLo)
                         } else {
                             for ow in owLo..<owHi { row[ow * s] += sr[ow] }
                         }

@@ -37,6 +37,17 @@ enum Vec {
         while i < n { out[i] = a[i] + b[i]; i &+= 1 }
     }
 
+    /// out = max(a + b, 0)
+    static func addReLU(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        let z = V(repeating: 0)
+        while i &+ 16 <= n {
+            let v = load(a + i) + load(b + i)
+            store(v.replacing(with: z, where: v .< z), out + i); i &+= 16
+        }
+        while i < n { out[i] = max(a[i] + b[i], 0); i &+= 1 }
+    }
+
     /// (Σx, Σx²) in Double.
     static func sums(_ x: UnsafePointer<Float>, _ n: Int) -> (Double, Double) {
         var s1 = SIMD8<Double>(), s2 = SIMD8<Double>()
@@ -64,16 +75,18 @@ enum Vec {
         return (r1, r2)
     }
 
-    /// h = (x − m)·s; y = g·h + b
+    /// h = (x − m)·s; y = g·h + b. The mean is split into two floats (m = hi + lo) so that
+    /// x − m stays accurate when the mean is large relative to the spread.
     static func normalize(_ x: UnsafePointer<Float>, _ h: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                          _ n: Int, mean m: Float, scale s: Float, gamma g: Float, beta b: Float) {
+                          _ n: Int, mean m: Double, scale s: Float, gamma g: Float, beta b: Float) {
+        let hi = Float(m), lo = Float(m - Double(hi))
         var i = 0
-        let vm = V(repeating: m), vs = V(repeating: s), vg = V(repeating: g), vb = V(repeating: b)
+        let vhi = V(repeating: hi), vlo = V(repeating: lo), vs = V(repeating: s), vg = V(repeating: g), vb = V(repeating: b)
         while i &+ 16 <= n {
-            let hv = (load(x + i) - vm) * vs
+            let hv = ((load(x + i) - vhi) - vlo) * vs
             store(hv, h + i); store(vg * hv + vb, y + i); i &+= 16
         }
-        while i < n { let hv = (x[i] - m) * s; h[i] = hv; y[i] = g * hv + b; i &+= 1 }
+        while i < n { let hv = ((x[i] - hi) - lo) * s; h[i] = hv; y[i] = g * hv + b; i &+= 1 }
     }
 
     /// dx = s·(dy − a − h·c)

@@ -5,7 +5,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var data: String? = nil
     public var model = "resnet20"
     /// The global batch over all ranks.
-    public var batchSize = 128
+    public var batchSize = 64
     /// Epochs; nil trains `maxSteps` steps.
     public var epochs: Double? = nil
     /// Stop after this many steps without changing the schedule's length.
@@ -20,7 +20,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// Epochs at which the `step` schedule multiplies the rate by 0.1.
     public var lrSteps: [Double] = []
     public var labelSmoothing = 0.0
-    public var augment = Augmentation.standard
+    public var augment = Augmentation.none
     public var shuffle = true
     public var mean: [Double]? = nil
     public var std: [Double]? = nil
@@ -35,8 +35,14 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var logEvery = 50
     /// Batch size for evaluation (per rank).
     public var evalBatchSize = 500
-    /// Synchronize BN statistics over all ranks.
+    /// Synchronize BN statistics over all ranks (or over groups of `bnGroupSize`).
     public var syncBN = true
+    /// SyncBatchNorm over groups of this many consecutive ranks; nil means all ranks.
+    public var bnGroupSize: Int? = nil
+    /// Compare a checksum of the parameters across ranks every this many steps.
+    public var checkReplicas: Int? = nil
+    /// Target size of a gradient all-reduce bucket.
+    public var bucketBytes = 256 * 1024
 
     public init() {}
 }

@@ -16,6 +16,7 @@ public final class Trainer {
     public let preprocessor: Preprocessor
     /// The step at which training stops (≤ the schedule's T).
     public let stopStep: Int
+    public let reducer: GradientReducer
     private let loss: SoftmaxCrossEntropy
     private var metrics: [String] = []
     private let log: (String) -> Void
@@ -58,7 +59,15 @@ public final class Trainer {
         model = try ResNet(name: c.model, inChannels: d.train.channels, numClasses: d.numClasses, seed: c.seed)
         if let path = c.initFrom, comm.rank == 0 { try SafeTensors.load(path, into: model.state) }
         Trainer.broadcastState(model.state, comm: comm)
-        model.setNormGroup(c.syncBN ? comm : nil)
+        if let k = c.bnGroupSize {
+            guard k > 0, comm.size % k == 0 else {
+                throw TricksError.invalidArgument("--bn-group-size \(k) does not divide the number of ranks \(comm.size)")
+            }
+        }
+        if let k = c.checkReplicas, k <= 0 { throw TricksError.invalidArgument("--check-replicas must be positive") }
+        model.setNormGroup(c.syncBN ? comm.subgroup(size: c.bnGroupSize ?? comm.size) : nil)
+        reducer = GradientReducer(store: model.store, comm: comm, bucketBytes: c.bucketBytes)
+        model.onGradientsReady = { [reducer] in reducer.gradientsReady($0) }
         optimizer = SGD(store: model.store, momentum: Float(c.momentum), nesterov: c.nesterov,
                         weightDecay: Float(c.weightDecay), noBiasDecay: c.noBiasDecay)
         let spe = plan.stepsPerEpoch
@@ -125,6 +134,44 @@ public final class Trainer {
         public var testLoss: Double
         public var imagesPerSecond: Double
         public var seconds: Double
+        /// Mean wall time of a training step (data, forward, backward, reduction, update).
+        public var stepSeconds: Double
+        /// Mean time per step spent waiting for gradient all-reduces after backward (not overlapped).
+        public var commWaitSeconds: Double
+    }
+
+    /// A 64-bit FNV-1a hash of every parameter's bits (and, with synchronized BN, every buffer's).
+    public func replicaChecksum() -> UInt64 {
+        let buffersAgree = config.syncBN && (config.bnGroupSize ?? comm.size) >= comm.size
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        func mix(_ raw: UnsafeRawBufferPointer) { for b in raw { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 } }
+        for t in model.state {
+            switch t.storage {
+            case .float(let p):
+                if !buffersAgree && !model.store.parameters.contains(where: { $0.name == t.name }) { continue }
+                mix(UnsafeRawBufferPointer(start: p, count: 4 * t.count))
+            case .int64(let p): mix(UnsafeRawBufferPointer(start: p, count: 8 * t.count))
+            }
+        }
+        return h
+    }
+
+    /// Ends the job if any rank's parameters differ from rank 0's.
+    func checkReplicas(step: Int) throws {
+        guard comm.size > 1 else { return }
+        let mine = replicaChecksum()
+        var root = mine
+        withUnsafeMutableBytes(of: &root) { comm.broadcast($0, root: 0) }
+        var diverged = [Double](repeating: 0, count: comm.size)
+        diverged[comm.rank] = root == mine ? 0 : 1
+        diverged.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+        let bad = diverged.indices.filter { diverged[$0] != 0 }
+        if !bad.isEmpty {
+            let msg = "replicas diverged at step \(step): rank(s) \(bad.map(String.init).joined(separator: ", ")) differ from rank 0"
+            if comm.rank == 0 { comm.abort("tricks-worker: \(msg)", code: 4) }
+            comm.barrier()   // rank 0 aborts the job
+            comm.abort("tricks-worker: rank \(comm.rank): \(msg)", code: 4)
+        }
     }
 
     /// Trains to `stopStep`, evaluating after each epoch and at the end; writes `--out` files on rank 0.
@@ -145,7 +192,7 @@ public final class Trainer {
         var lossWindow = [0.0, 0.0]   // summed local loss·local count, samples
         var lastLoss = Double.nan, lastRate = 0.0
         var final = (accuracy: Double.nan, loss: Double.nan)
-        var computeSeconds = 0.0
+        var computeSeconds = 0.0, commWait = 0.0
         for step in 0..<stopStep {
             let epoch = step / spe, inEpoch = step % spe
             if epoch != orderEpoch { order = plan.order(epoch: epoch); orderEpoch = epoch }
@@ -156,8 +203,11 @@ public final class Trainer {
             let l = loss.forward(logits: logits, labels: labels, normalizer: c.batchSize)
             guard l.isFinite else { comm.abort("rank \(comm.rank): loss is \(l) at step \(step); lower --lr", code: 3) }
             model.store.zeroGrad()
+            reducer.beginStep()
             model.backward(loss.grad)
-            if comm.size > 1 { comm.allreduceSum(UnsafeMutableBufferPointer(start: model.store.grads, count: model.store.count)) }
+            let tw = Date()
+            reducer.finish()
+            commWait += Date().timeIntervalSince(tw)
             let rate = schedule.rate(at: step)
             optimizer.step(lr: Float(rate))
             computeSeconds += Date().timeIntervalSince(t0)
@@ -177,6 +227,7 @@ public final class Trainer {
                         ("lr", rate), ("images_per_second", ips)])
                 lossWindow = [0, 0]; windowStart = now; windowSteps = 0
             }
+            if let k = c.checkReplicas, (step + 1) % k == 0 { try checkReplicas(step: step + 1) }
             if epochEnd || isLast {
                 final = evaluate()
                 log(String(format: "eval after step %d (epoch %.2f): test accuracy %.4f  test loss %.4f",
@@ -189,7 +240,8 @@ public final class Trainer {
         _ = lastRate
         let seconds = Date().timeIntervalSince(start)
         let summary = Summary(steps: stopStep, trainLoss: lastLoss, testAccuracy: final.accuracy, testLoss: final.loss,
-                              imagesPerSecond: Double(stopStep * c.batchSize) / computeSeconds, seconds: seconds)
+                              imagesPerSecond: Double(stopStep * c.batchSize) / computeSeconds, seconds: seconds,
+                              stepSeconds: computeSeconds / Double(stopStep), commWaitSeconds: commWait / Double(stopStep))
         if comm.rank == 0, let out = c.out {
             try SafeTensors.save(model.state, to: (out as NSString).appendingPathComponent("model.safetensors"),
                                  metadata: ["format": "pt", "model": c.model])

@@ -1,0 +1,146 @@
+import XCTest
+@testable import Tricks
+
+/// Multi-process tests: the real `tricks-worker` binary under `mpirun` at np 2, 4 and 8
+/// (oversubscribed on a small machine).
+final class MPITests: XCTestCase {
+    static var mpirun: String? {
+        ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    /// Starts `mpirun -np N tricks-worker ARGS` with the flags a root, oversubscribed run needs and
+    /// without the MPI variables a parent process may carry.
+    static func launch(np: Int, _ args: [String], stdout: Pipe = Pipe(), stderr: Pipe = Pipe()) throws -> Process {
+        guard let mpirun else { throw XCTSkip("mpirun not installed: run launch/setup.sh") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpirun)
+        var flags = ["--oversubscribe", "-np", "\(np)", "-x", "OPENBLAS_NUM_THREADS=1"]
+        if getuid() == 0 { flags.insert("--allow-run-as-root", at: 0) }
+        p.arguments = flags + [CLITests.binary] + args
+        p.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        p.standardOutput = stdout; p.standardError = stderr
+        try p.run()
+        return p
+    }
+
+    static func run(np: Int, _ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let o = Pipe(), e = Pipe()
+        let p = try launch(np: np, args, stdout: o, stderr: e)
+        let out = o.fileHandleForReading.readDataToEndOfFile(), err = e.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+
+    func tempDir() throws -> String {
+        let d = NSTemporaryDirectory() + "tricks-mpi-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
+        return d
+    }
+
+    func testSyncBatchNormMatchesConcatenatedBatch() throws {
+        for np in [2, 4, 8] {
+            let r = try Self.run(np: np, ["selftest", "syncbn"])
+            XCTAssertEqual(r.status, 0, "np=\(np): \(r.err)")
+            XCTAssertTrue(r.out.contains("cases passed on \(np) ranks"), "np=\(np): \(r.out)")
+        }
+    }
+
+    /// Per-tensor relative difference ‖a − b‖ / max(‖b‖, tiny) between two checkpoints, by name.
+    static func differences(_ a: String, _ b: String) throws -> [String: Double] {
+        let da = try SafeTensors.decode(Data(contentsOf: URL(fileURLWithPath: a)), path: a)
+        let db = try SafeTensors.decode(Data(contentsOf: URL(fileURLWithPath: b)), path: b)
+        var out: [String: Double] = [:]
+        for (k, va) in da {
+            guard case .float(let x) = va.values, case .float(let y)? = db[k]?.values else { continue }
+            var num = 0.0, den = 0.0
+            for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(y[i]) * Double(y[i]) }
+            out[k] = num.squareRoot() / max(den.squareRoot(), 1e-12)
+        }
+        return out
+    }
+
+    /// Writes the toy data set and a shared initial checkpoint; returns the common training flags.
+    func setUpRun(_ d: String) throws -> [String] {
+        try TrainingTests.writeToyNPZ(d + "/toy.npz", train: 640, test: 64)
+        let net = ResNet(depth: 20, inChannels: 1, numClasses: 3, seed: 3)
+        try SafeTensors.save(net.state, to: d + "/init.safetensors")
+        return ["train", "--data", d + "/toy.npz", "--model", "resnet20", "--init", d + "/init.safetensors",
+                "--batch-size", "32", "--max-steps", "20", "--lr", "0.002", "--log-every", "10"]
+    }
+
+    func testWorldSizeInvarianceWithSyncBN() throws {
+        let d = try tempDir()
+        let base = try setUpRun(d) + ["--no-shuffle", "--augment", "none"]
+        var r = try Self.run(np: 1, base + ["--bn", "sync", "--out", d + "/np1"])
+        XCTAssertEqual(r.status, 0, r.err)
+        for np in [2, 4, 8] {
+            r = try Self.run(np: np, base + ["--bn", "sync", "--check-replicas", "5", "--out", d + "/np\(np)"])
+            XCTAssertEqual(r.status, 0, "np=\(np): \(r.err)")
+            let diff = try Self.differences(d + "/np\(np)/model.safetensors", d + "/np1/model.safetensors")
+            XCTAssertEqual(diff.count, ResNet(depth: 20, inChannels: 1, numClasses: 3).state.filter { if case .float = $0.storage { return true }; return false }.count)
+            let worst = diff.max { $0.value < $1.value }!
+            XCTAssertLessThan(worst.value, 1e-4, "np=\(np): \(worst.key) differs by \(worst.value)")
+        }
+        // Local BN normalizes each rank's 8 samples alone: the result visibly depends on N.
+        r = try Self.run(np: 4, base + ["--bn", "local", "--out", d + "/local4"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let diff = try Self.differences(d + "/local4/model.safetensors", d + "/np1/model.safetensors")
+        XCTAssertGreaterThan(diff.values.max()!, 1e-3)
+    }
+
+    func testWorldSizeInvarianceWithAugmentationAndShuffling() throws {
+        let d = try tempDir()
+        let base = try setUpRun(d) + ["--augment", "standard", "--seed", "5", "--bn", "sync"]
+        var r = try Self.run(np: 1, base + ["--out", d + "/np1"])
+        XCTAssertEqual(r.status, 0, r.err)
+        r = try Self.run(np: 4, base + ["--out", d + "/np4"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let diff = try Self.differences(d + "/np4/model.safetensors", d + "/np1/model.safetensors")
+        let worst = diff.max { $0.value < $1.value }!
+        XCTAssertLessThan(worst.value, 1e-4, "\(worst.key) differs by \(worst.value)")
+    }
+
+    func testOnlyRankZeroPrintsAndErrorsEndTheJob() throws {
+        let d = try tempDir()
+        let base = try setUpRun(d)
+        var r = try Self.run(np: 2, base + ["--max-steps", "2"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(r.out.split(separator: "\n").filter { $0.hasPrefix("{\"steps\"") }.count, 1, r.out)
+        XCTAssertEqual(r.out.split(separator: "\n").filter { $0.hasPrefix("training resnet20") }.count, 1, r.out)
+        // A batch that does not split over the ranks: every rank stops with a clear message.
+        r = try Self.run(np: 4, base + ["--batch-size", "30"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("--batch-size 30 is not divisible by the number of ranks 4"), r.err)
+        // A missing data file.
+        r = try Self.run(np: 2, ["train", "--data", d + "/missing.npz", "--max-steps", "1"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("missing.npz: no such file"), r.err)
+    }
+
+    func testKilledRankEndsTheJobPromptly() throws {
+        let d = try tempDir()
+        let base = try setUpRun(d)
+        let o = Pipe()
+        let p = try Self.launch(np: 2, base + ["--max-steps", "100000", "--log-every", "1", "--out", d + "/kill"], stdout: o)
+        // Wait for the first progress line, then kill one worker.
+        let firstLine = Date()
+        var seen = ""
+        while !seen.contains("step 1/") && Date().timeIntervalSince(firstLine) < 120 {
+            seen += String(decoding: o.fileHandleForReading.availableData, as: UTF8.self)
+        }
+        XCTAssertTrue(seen.contains("step 1/"), seen)
+        let pg = Process()
+        pg.executableURL = URL(fileURLWithPath: "/usr/bin/pkill")
+        pg.arguments = ["-9", "-f", "-n", "tricks-worker.*\(d)/kill"]
+        try pg.run(); pg.waitUntilExit()
+        XCTAssertEqual(pg.terminationStatus, 0, "no worker found to kill")
+        let killed = Date()
+        while p.isRunning && Date().timeIntervalSince(killed) < 10 { usleep(100_000) }
+        let running = p.isRunning
+        if running { p.terminate() }
+        XCTAssertFalse(running, "mpirun still running 10 s after a rank was killed")
+        p.waitUntilExit()
+        XCTAssertNotEqual(p.terminationStatus, 0)
+    }
+}
