@@ -216,13 +216,21 @@ struct Bench: ParsableCommand {
     @Option(help: "Input height and width.") var size = 32
     @Option(help: "Timed steps.") var steps = 20
     @Option(help: "BLAS threads.") var threads = 1
+    @Option(help: "sync or local batch norm (under mpirun).") var bn = BNMode.sync
+    @Flag(help: "Print only one table row (for scripts that compare configurations).") var row = false
 
     func run() throws {
+        let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
+        defer { mpi?.finalize() }
         BLAS.setThreads(threads)
         if let c = ProcessInfo.processInfo.environment["TRICKS_COLUMN_BUDGET"].flatMap(Int.init) { Conv2d.columnBudget = c }
         var b = StepBenchmark()
         b.model = model; b.batch = batchSize; b.channels = channels; b.size = size; b.steps = steps
-        print(try b.run())
+        if let mpi { b.comm = mpi }
+        b.syncBN = bn == .sync
+        b.detail = !row && (mpi?.size ?? 1) == 1
+        let report = try b.run()
+        if (mpi?.rank ?? 0) == 0 { print(report) }
     }
 }
 

@@ -60,6 +60,20 @@ final class LayerGradientTests: XCTestCase {
         GradCheck.checkLayer(bn, input: GradCheck.randomTensor([4, 3, 3, 2], seed: 9), h: 1e-2, tol: 2e-2)
     }
 
+    func testBatchNormWithFusedReLU() {
+        for mode in [Mode.training, .inference] {
+            let bn = BatchNorm2d("bn", 3)
+            bn.fusedReLU = true
+            _ = bn.weight.values.update(from: [1.5, -0.7, 0.9])
+            _ = bn.bias.values.update(from: [0.3, 0.2, -0.1])
+            let x = GradCheck.randomTensor([4, 3, 3, 2], seed: 31)
+            let y = bn.forward(x, mode: mode)
+            XCTAssertTrue(y.array.allSatisfy { $0 >= 0 })
+            XCTAssertTrue(y.array.contains(0))
+            GradCheck.checkLayer(bn, input: x, mode: mode, h: 1e-3, tol: 2e-2)
+        }
+    }
+
     func testBatchNormInferenceMode() {
         let bn = BatchNorm2d("bn", 2)
         _ = bn.weight.values.update(from: [1.5, -0.7])

@@ -29,6 +29,8 @@ public final class BatchNorm2d: Layer {
     /// Ranks whose batches are normalized together; nil or size 1 means local statistics.
     public var group: Communicator?
     public let name: String
+    /// Apply ReLU to the output (BN followed by ReLU in one pass, forward and backward).
+    public var fusedReLU = false
 
     private let y = Tensor(shape: [0])
     private let dx = Tensor(shape: [0])
@@ -82,7 +84,7 @@ public final class BatchNorm2d: Layer {
                 let m = Double(runningMean[c]), s = Float(istd), g = gamma[c], b = beta[c]
                 for n in 0..<N {
                     let o = (n * C + c) * P
-                    Vec.normalize(xp + o, hp + o, yp + o, P, mean: m, scale: s, gamma: g, beta: b)
+                    normalize(xp + o, hp + o, yp + o, P, m, s, g, b)
                 }
             }
             return y
@@ -111,7 +113,7 @@ public final class BatchNorm2d: Layer {
             let m = mean, s = Float(istd), g = gamma[c], b = beta[c]
             for n in 0..<N {
                 let o = (n * C + c) * P
-                Vec.normalize(xp + o, hp + o, yp + o, P, mean: m, scale: s, gamma: g, beta: b)
+                normalize(xp + o, hp + o, yp + o, P, m, s, g, b)
             }
             let unbiased = count > 1 ? variance * count / (count - 1) : variance
             runningMean[c] = Float((1 - momentum) * Double(runningMean[c]) + momentum * mean)
@@ -121,10 +123,22 @@ public final class BatchNorm2d: Layer {
         return y
     }
 
+    @inline(__always)
+    private func normalize(_ x: UnsafePointer<Float>, _ h: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                           _ n: Int, _ m: Double, _ s: Float, _ g: Float, _ b: Float) {
+        if fusedReLU { Vec.normalizeReLU(x, h, y, n, mean: m, scale: s, gamma: g, beta: b) }
+        else { Vec.normalize(x, h, y, n, mean: m, scale: s, gamma: g, beta: b) }
+    }
+
     /// dy: `(N, C, H, W)` → dx; adds into γ and β gradients.
-    public func backward(_ dy: Tensor) -> Tensor {
-        let N = dy.shape[0], C = channels, P = dy.shape[2] * dy.shape[3]
-        dx.resize(dy.shape)
+    public func backward(_ dyIn: Tensor) -> Tensor {
+        let N = dyIn.shape[0], C = channels, P = dyIn.shape[2] * dyIn.shape[3]
+        dx.resize(dyIn.shape)
+        var dy = dyIn
+        if fusedReLU {   // through the ReLU first: dx holds the masked gradient, updated in place below
+            Vec.reluBackward(dyIn.data, y.data, dx.data, dyIn.count)
+            dy = dx
+        }
         let dyp = dy.data, hp = xhat.data, dxp = dx.data
         let gamma = weight.value
         stats.withUnsafeMutableBufferPointer { st in

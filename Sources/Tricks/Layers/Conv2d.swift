@@ -32,7 +32,8 @@ public final class Conv2d: Layer {
     /// unfolded chunk stays in cache. With one image per chunk no transposes are needed.
     public static var columnBudget = 1 << 18
 
-    private func chunkSize(_ g: ConvGeometry) -> Int {
+    /// Images per GEMM for a given geometry.
+    public func chunkSize(_ g: ConvGeometry) -> Int {
         let plane = g.oh * g.ow
         return max(1, min(g.n, Conv2d.columnBudget / max(g.rows * plane, 1)))
     }

@@ -4,7 +4,7 @@ import Foundation
 /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, where the shortcut is the
 /// identity or, when the shape changes, a 1×1 convolution + BN (`downsample.0/1`).
 public final class BasicBlock: Layer {
-    public let conv1: Conv2d, bn1: BatchNorm2d, relu1 = ReLU()
+    public let conv1: Conv2d, bn1: BatchNorm2d
     public let conv2: Conv2d, bn2: BatchNorm2d
     public let downsample: (conv: Conv2d, bn: BatchNorm2d)?
     private let out = Tensor(shape: [0])       // relu(bn2 + shortcut), (N, Cout, H', W')
@@ -15,6 +15,7 @@ public final class BasicBlock: Layer {
     public init(_ name: String, _ cin: Int, _ cout: Int, stride: Int, workspace ws: Workspace) {
         conv1 = Conv2d(name + ".conv1", cin, cout, kernel: 3, stride: stride, padding: 1, workspace: ws)
         bn1 = BatchNorm2d(name + ".bn1", cout)
+        bn1.fusedReLU = true
         conv2 = Conv2d(name + ".conv2", cout, cout, kernel: 3, stride: 1, padding: 1, workspace: ws)
         bn2 = BatchNorm2d(name + ".bn2", cout)
         downsample = (stride != 1 || cin != cout)
@@ -34,7 +35,7 @@ public final class BasicBlock: Layer {
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
         let p = profiler
         input = x
-        let c1 = conv1.fwd(x, mode, p), b1 = bn1.fwd(c1, mode, p), r1 = relu1.fwd(b1, mode, p)
+        let c1 = conv1.fwd(x, mode, p), r1 = bn1.fwd(c1, mode, p)     // BN + ReLU
         let c2 = conv2.fwd(r1, mode, p), a = bn2.fwd(c2, mode, p)
         var s = x
         if let (dc, db) = downsample { s = db.fwd(dc.fwd(x, mode, p), mode, p) }
@@ -50,7 +51,6 @@ public final class BasicBlock: Layer {
         let d = dsum
         var g = bn2.bwd(d, out, p)
         g = conv2.bwd(g, out, p)
-        g = relu1.bwd(g, out, p)
         g = bn1.bwd(g, out, p)
         g = conv1.bwd(g, x, p)
         var s = d
@@ -71,7 +71,6 @@ public final class ResNet: @unchecked Sendable {
     public let numClasses: Int
     public let conv1: Conv2d
     public let bn1: BatchNorm2d
-    private let relu = ReLU()
     /// `layer1`, `layer2`, `layer3`.
     public let stages: [[BasicBlock]]
     private let pool = GlobalAvgPool()
@@ -95,6 +94,7 @@ public final class ResNet: @unchecked Sendable {
         conv1 = Conv2d("conv1", inChannels, 16, kernel: 3, stride: 1, padding: 1, workspace: workspace)
         conv1.needsInputGrad = false
         bn1 = BatchNorm2d("bn1", 16)
+        bn1.fusedReLU = true
         var stages: [[BasicBlock]] = []
         var cin = 16
         for (k, width) in [16, 32, 64].enumerated() {
@@ -160,7 +160,7 @@ public final class ResNet: @unchecked Sendable {
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
         let p = profiler
         input = x
-        var a = relu.fwd(bn1.fwd(conv1.fwd(x, mode, p), mode, p), mode, p)
+        var a = bn1.fwd(conv1.fwd(x, mode, p), mode, p)                // BN + ReLU
         for b in blocks { a = b.forward(a, mode: mode) }
         return fc.fwd(pool.fwd(a, mode, p), mode, p)
     }
@@ -174,7 +174,7 @@ public final class ResNet: @unchecked Sendable {
             g = b.backward(g)
             onGradientsReady?(b.parameters)
         }
-        _ = conv1.bwd(bn1.bwd(relu.bwd(g, x, p), x, p), x, p)
+        _ = conv1.bwd(bn1.bwd(g, x, p), x, p)
         onGradientsReady?(conv1.parameters + bn1.parameters)
     }
 }

@@ -13,6 +13,12 @@ public enum BLAS {
                     beta, c, blasint(ldc))
     }
 
+    /// y += alpha·x over n contiguous floats.
+    @inline(__always)
+    public static func axpy(n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        cblas_saxpy(blasint(n), alpha, x, 1, y, 1)
+    }
+
     /// Sets the number of threads OpenBLAS uses.
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 

@@ -13,6 +13,7 @@ public struct ConvGeometry: Equatable, Sendable {
 /// Unfolds an NCHW batch into a column matrix `(C·kh·kw, N·OH·OW)`:
 /// row `(c, i, j)`, column `(n, oh, ow)` holds `x[n, c, oh·s − p + i, ow·s − p + j]` (0 outside).
 public func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePointer<Float>) {
+    if g.stride == 1 && g.oh == g.h && g.ow == g.w { return im2colSame(x, g, col) }
     let (H, W, OH, OW, L) = (g.h, g.w, g.oh, g.ow, g.cols)
     let s = g.stride, p = g.pad
     for c in 0..<g.c {
@@ -45,9 +46,11 @@ public func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMu
     }
 }
 
-/// dst[0..<n] = src[0..<n], in SIMD chunks (rows here are too short for a memcpy call to pay).
+/// dst[0..<n] = src[0..<n]: libc's memmove for long spans (it picks the widest vector
+/// unit at run time), SIMD chunks for short rows where a call would not pay.
 @inline(__always)
 func copyRow(from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ n: Int) {
+    if n >= 64 { dst.update(from: src, count: n); return }
     var k = 0
     while k &+ 8 <= n {
         UnsafeMutableRawPointer(dst + k).storeBytes(of: UnsafeRawPointer(src + k).loadUnaligned(as: SIMD8<Float>.self),
@@ -57,9 +60,11 @@ func copyRow(from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>
     while k < n { dst[k] = src[k]; k &+= 1 }
 }
 
-/// dst[0..<n] += src[0..<n], in SIMD chunks.
+/// dst[0..<n] += src[0..<n]: OpenBLAS `saxpy` (run-time dispatched to the widest vector
+/// unit) for long spans, SIMD chunks for short rows.
 @inline(__always)
 func addRow(from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ n: Int) {
+    if n >= 64 { BLAS.axpy(n: n, alpha: 1, x: src, y: dst); return }
     var k = 0
     while k &+ 8 <= n {
         let a = UnsafeRawPointer(src + k).loadUnaligned(as: SIMD8<Float>.self)
@@ -70,9 +75,75 @@ func addRow(from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>,
     while k < n { dst[k] += src[k]; k &+= 1 }
 }
 
+/// For a stride-1 "same" convolution, row (c, i, j) of an image's column block is the
+/// input plane shifted by `(i − p)·W + (j − p)`: one contiguous copy over the valid
+/// output rows, then the columns that wrapped around a row edge are set to zero.
+func im2colSame(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePointer<Float>) {
+    let (H, W, P, L, p) = (g.h, g.w, g.h * g.w, g.cols, g.pad)
+    for c in 0..<g.c {
+        for i in 0..<g.kh {
+            let rowLo = max(0, p - i), rowHi = min(H, H + p - i)
+            for j in 0..<g.kw {
+                let dj = j - p, shift = (i - p) * W + dj
+                let dst0 = col + ((c * g.kh + i) * g.kw + j) * L
+                for n in 0..<g.n {
+                    let src = x + (n * g.c + c) * P, dst = dst0 + n * P
+                    if rowLo > 0 { dst.update(repeating: 0, count: rowLo * W) }
+                    if rowHi < H { (dst + rowHi * W).update(repeating: 0, count: (H - rowHi) * W) }
+                    guard rowHi > rowLo else { continue }
+                    let (start, count) = shiftedSpan(rowLo, rowHi, W, dj)
+                    copyRow(from: src + start + shift, to: dst + start, count)
+                    // Columns whose source fell off the left or right edge of its row.
+                    if dj != 0 {
+                        let lo = dj < 0 ? 0 : W - dj, hi = dj < 0 ? -dj : W
+                        for r in rowLo..<rowHi { for q in lo..<hi { dst[r * W + q] = 0 } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output span `[start, start+count)` of rows `rowLo..<rowHi` whose source, shifted by
+/// `dj` columns, stays inside the plane: the wrapped elements at the two ends are left out
+/// (they are zeroed separately), so no access leaves the plane.
+@inline(__always)
+func shiftedSpan(_ rowLo: Int, _ rowHi: Int, _ W: Int, _ dj: Int) -> (Int, Int) {
+    var start = rowLo * W, count = (rowHi - rowLo) * W
+    if dj < 0 { start -= dj; count += dj } else { count -= dj }
+    return (start, max(count, 0))
+}
+
+/// The adjoint of `im2colSame`: zeroes the wrapped columns of `col` (they are padding),
+/// then adds each shifted plane into `dx` with one contiguous pass.
+func col2imSame(_ col: UnsafeMutablePointer<Float>, _ g: ConvGeometry, _ dx: UnsafeMutablePointer<Float>) {
+    let (H, W, P, L, p) = (g.h, g.w, g.h * g.w, g.cols, g.pad)
+    for c in 0..<g.c {
+        for i in 0..<g.kh {
+            let rowLo = max(0, p - i), rowHi = min(H, H + p - i)
+            guard rowHi > rowLo else { continue }
+            for j in 0..<g.kw {
+                let dj = j - p, shift = (i - p) * W + dj
+                let src0 = col + ((c * g.kh + i) * g.kw + j) * L
+                for n in 0..<g.n {
+                    let src = src0 + n * P, dst = dx + (n * g.c + c) * P
+                    if dj != 0 {
+                        let lo = dj < 0 ? 0 : W - dj, hi = dj < 0 ? -dj : W
+                        for r in rowLo..<rowHi { for q in lo..<hi { src[r * W + q] = 0 } }
+                    }
+                    let (start, count) = shiftedSpan(rowLo, rowHi, W, dj)
+                    addRow(from: src + start, to: dst + start + shift, count)
+                }
+            }
+        }
+    }
+}
+
 /// The adjoint of `im2col`: adds each column-matrix entry into the input position it came from.
-/// `dx` must be zeroed (or hold gradient to add to) by the caller.
-public func col2im(_ col: UnsafePointer<Float>, _ g: ConvGeometry, _ dx: UnsafeMutablePointer<Float>) {
+/// `dx` must be zeroed (or hold gradient to add to) by the caller. Entries of `col` that
+/// correspond to padding may be overwritten.
+public func col2im(_ col: UnsafeMutablePointer<Float>, _ g: ConvGeometry, _ dx: UnsafeMutablePointer<Float>) {
+    if g.stride == 1 && g.oh == g.h && g.ow == g.w { return col2imSame(col, g, dx) }
     let (H, W, OH, OW, L) = (g.h, g.w, g.oh, g.ow, g.cols)
     let s = g.stride, p = g.pad
     for c in 0..<g.c {

@@ -89,6 +89,21 @@ enum Vec {
         while i < n { let hv = ((x[i] - hi) - lo) * s; h[i] = hv; y[i] = g * hv + b; i &+= 1 }
     }
 
+    /// Like `normalize`, then y = max(y, 0).
+    static func normalizeReLU(_ x: UnsafePointer<Float>, _ h: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                              _ n: Int, mean m: Double, scale s: Float, gamma g: Float, beta b: Float) {
+        let hi = Float(m), lo = Float(m - Double(hi))
+        var i = 0
+        let vhi = V(repeating: hi), vlo = V(repeating: lo), vs = V(repeating: s), vg = V(repeating: g), vb = V(repeating: b)
+        let z = V(repeating: 0)
+        while i &+ 16 <= n {
+            let hv = ((load(x + i) - vhi) - vlo) * vs
+            let yv = vg * hv + vb
+            store(hv, h + i); store(yv.replacing(with: z, where: yv .< z), y + i); i &+= 16
+        }
+        while i < n { let hv = ((x[i] - hi) - lo) * s; h[i] = hv; y[i] = max(g * hv + b, 0); i &+= 1 }
+    }
+
     /// dx = s·(dy − a − h·c)
     static func bnBackward(_ dy: UnsafePointer<Float>, _ h: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ n: Int,
                            scale s: Float, meanDy a: Float, meanDyH c: Float) {

@@ -11,6 +11,12 @@ public struct StepBenchmark {
     public var classes = 10
     public var steps = 20
     public var warmup = 3
+    /// The ranks that share each global batch of `batch` images (each takes batch/size).
+    public var comm: Communicator = SingleProcessCommunicator()
+    /// Synchronize BN statistics over `comm`.
+    public var syncBN = true
+    /// Print the per-layer and GEMM tables (single-process runs).
+    public var detail = true
 
     public init() {}
 
@@ -18,31 +24,58 @@ public struct StepBenchmark {
 
     /// Runs the benchmark and returns the printed report.
     public func run() throws -> String {
+        guard batch % comm.size == 0 else { throw TricksError.invalidArgument("batch \(batch) not divisible by \(comm.size) ranks") }
+        let local = batch / comm.size
         let net = try ResNet(name: model, inChannels: channels, numClasses: classes, seed: 1)
+        net.setNormGroup(syncBN ? comm : nil)
         let opt = SGD(store: net.store, momentum: 0.9, weightDecay: 5e-4)
         let ce = SoftmaxCrossEntropy(labelSmoothing: 0.1)
-        var rng = SplitMix64(seed: 7)
-        let x = Tensor(shape: [batch, channels, size, size])
+        let reducer = GradientReducer(store: net.store, comm: comm)
+        net.onGradientsReady = { reducer.gradientsReady($0) }
+        var rng = SplitMix64(key: [7, UInt64(comm.rank)])
+        let x = Tensor(shape: [local, channels, size, size])
         for i in 0..<x.count { x[i] = Float(rng.normal()) }
-        let labels = (0..<batch).map { _ in Int32(rng.below(classes)) }
+        let labels = (0..<local).map { _ in Int32(rng.below(classes)) }
+        var wait = 0.0
         func step() {
             net.store.zeroGrad()
             let logits = net.forward(x, mode: .training)
-            ce.forward(logits: logits, labels: labels)
+            ce.forward(logits: logits, labels: labels, normalizer: batch)
+            reducer.beginStep()
             net.backward(ce.grad)
+            let t = Self.now()
+            reducer.finish()
+            wait += Self.now() - t
             opt.step(lr: 0.01)
         }
         for _ in 0..<warmup { step() }
+        comm.barrier()
+        wait = 0
         var times: [Double] = []
         for _ in 0..<steps { let t0 = Self.now(); step(); times.append(Self.now() - t0) }
+        // The job's step time is the slowest rank's.
+        var buf = times.map { $0 / Double(comm.size) }
+        var mine = times
+        buf.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }     // mean over ranks, per step
+        times = buf
+        mine.sort()
         times.sort()
         let median = times[times.count / 2]
+        var w = [wait / Double(steps) / Double(comm.size)]
+        w.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+        if !detail {
+            return String(format: "| %d | %d | %@ | %.2f | %.2f | %.2f | %.1f |", comm.size, local,
+                          syncBN && comm.size > 1 ? "sync" : "local", 1e3 * median, 1e3 * times[0], 1e3 * w[0],
+                          Double(batch) / median)
+        }
         // Per-layer breakdown from separate profiled steps (profiling adds a little overhead).
         let prof = StepProfiler()
         net.profiler = prof
         for _ in 0..<steps { step() }
         net.profiler = nil
         var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads), OpenBLAS kernels \(BLAS.coreName)\n\n"
+        out += String(format: "%.1f images/s at the median; gradient all-reduce wait after backward %.3f ms/step\n\n",
+                      Double(batch) / median, 1e3 * w[0])
         out += "| statistic | ms |\n|---|---:|\n"
         out += String(format: "| median | %.2f |\n| min | %.2f |\n| p90 | %.2f |\n\n", 1e3 * median, 1e3 * times[0],
                       1e3 * times[min(times.count - 1, Int(0.9 * Double(times.count - 1)))])
@@ -62,7 +95,8 @@ public struct StepBenchmark {
     /// Raw sgemm GFLOP/s at the GEMM shapes of every distinct convolution.
     func gemmTable(_ net: ResNet) -> String {
         var seen = Set<String>()
-        var rows = "| conv | GEMM (M×N×K) | role | sgemm GFLOP/s |\n|---|---|---|---:|\n"
+        var rows = "Raw `cblas_sgemm` at the shapes the conv layers call (one GEMM per chunk of images):\n\n"
+        rows += "| conv | GEMM (M×N×K) | role | sgemm GFLOP/s |\n|---|---|---|---:|\n"
         var h = size
         var convs: [(Conv2d, Int)] = [(net.conv1, h)]
         for stage in net.stages {
@@ -75,7 +109,9 @@ public struct StepBenchmark {
         }
         for (c, inH) in convs {
             let oh = (inH + 2 * c.padding - c.kernel) / c.stride + 1
-            let K = c.inChannels * c.kernel * c.kernel, L = batch * oh * oh, M = c.outChannels
+            let g = ConvGeometry(n: batch, c: c.inChannels, h: inH, w: inH, kh: c.kernel, kw: c.kernel,
+                                 stride: c.stride, pad: c.padding)
+            let K = c.inChannels * c.kernel * c.kernel, L = c.chunkSize(g) * oh * oh, M = c.outChannels
             let name = "conv\(c.kernel)x\(c.kernel) \(c.inChannels)→\(c.outChannels) s\(c.stride) @\(inH)×\(inH)"
             if !seen.insert(name).inserted { continue }
             for (role, m, n, k, ta, tb) in [("forward", M, L, K, false, false), ("weight grad", M, K, L, false, true),

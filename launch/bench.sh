@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Benchmarks (release build, one BLAS thread per rank): a resnet20 training step at
+# batch 32 on 32×32×3 with a per-layer table and raw sgemm at the same shapes, then
+# data-parallel steps at np=1 and np=2 with synchronized and local batch norm.
+# Prints markdown tables; docs/performance.md records a run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash launch/setup.sh
+swift build -c release --product tricks-worker >&2
+bin=.build/release/tricks-worker
+steps="${STEPS:-30}"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%Y-%m-%d)"
+echo
+$bin bench --batch-size 32 --threads 1 --steps "$steps"
+flags=(--oversubscribe -x OPENBLAS_NUM_THREADS=1 --bind-to none)
+[ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
+echo "Data-parallel step, global batch 32 (median and min over ranks' mean per step; wait = gradient all-reduce not hidden by backward):"
+echo
+echo "| ranks | batch/rank | BN | median ms | min ms | wait ms | images/s |"
+echo "|---:|---:|---|---:|---:|---:|---:|"
+for np in 1 2; do
+  for bn in sync local; do
+    [ "$np" = 1 ] && [ "$bn" = local ] && continue
+    mpirun "${flags[@]}" -np "$np" $bin bench --batch-size 32 --threads 1 --steps "$steps" --bn "$bn" --row
+  done
+done
