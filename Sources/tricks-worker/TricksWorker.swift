@@ -99,6 +99,18 @@ struct Train: ParsableCommand {
     @Option(help: "Label smoothing ε: 1−ε on the true class, ε/(K−1) on the others.")
     var labelSmoothing = 0.0
 
+    @Option(help: "Mixup α: train on λ·x_i + (1−λ)·x_j with λ ~ Beta(α, α); 0 is off.")
+    var mixup = 0.0
+
+    @Option(help: "Turn mixup off for the last this many epochs.")
+    var mixupOffEpochs = 0.0
+
+    @Flag(help: "γ = 0 in the last BN of every residual block at initialization.")
+    var zeroGamma = false
+
+    @Option(help: "Linear scaling: lr = X · batch-size / 256 (overrides --lr).")
+    var lrPer256: Double?
+
     @Option(help: "standard (pad 4, random crop, random flip) or none.")
     var augment = Augmentation.none
 
@@ -135,6 +147,12 @@ struct Train: ParsableCommand {
     @Option(help: "Compare a checksum of all parameters across ranks every K steps; end the job at the first divergence.")
     var checkReplicas: Int?
 
+    @Option(help: "Write a training checkpoint into --out every N steps (and at each epoch end).")
+    var checkpointEvery: Int?
+
+    @Option(help: "Continue from DIR/checkpoint.safetensors (model, momentum, step).")
+    var resume: String?
+
     @Option(help: "Target size in KiB of a gradient all-reduce bucket.")
     var bucketKb = 256
 
@@ -151,6 +169,8 @@ struct Train: ParsableCommand {
         if logEvery <= 0 { throw ValidationError("--log-every must be positive") }
         if let t = threads, t <= 0 { throw ValidationError("--threads must be positive") }
         if let p = `init`, !FileManager.default.fileExists(atPath: p) { throw ValidationError("--init \(p): no such file") }
+        if checkpointEvery != nil && out == nil { throw ValidationError("--checkpoint-every needs --out DIR") }
+        if resume != nil && `init` != nil { throw ValidationError("give --resume or --init, not both") }
     }
 
     func makeConfig() throws -> TrainConfig {
@@ -162,11 +182,13 @@ struct Train: ParsableCommand {
         c.warmupEpochs = warmupEpochs
         c.lrSteps = try lrSteps.map { try doubles($0, flag: "--lr-steps") } ?? []
         c.labelSmoothing = labelSmoothing; c.augment = augment; c.shuffle = !noShuffle
+        c.mixup = mixup; c.mixupOffEpochs = mixupOffEpochs; c.zeroGamma = zeroGamma; c.lrPer256 = lrPer256
         c.mean = try mean.map { try doubles($0, flag: "--mean") }
         c.std = try std.map { try doubles($0, flag: "--std") }
         c.numClasses = numClasses; c.initFrom = `init`; c.out = out; c.seed = seed
         c.logEvery = logEvery; c.syncBN = bn == .sync
         c.bnGroupSize = bnGroupSize; c.checkReplicas = checkReplicas; c.bucketBytes = bucketKb * 1024
+        c.checkpointEvery = checkpointEvery; c.resume = resume
         return c
     }
 

@@ -49,6 +49,17 @@ public enum SafeTensors {
         return String(decoding: d, as: UTF8.self).dropFirst().dropLast().description
     }
 
+    /// The string metadata (`__metadata__`) of a file's header.
+    public static func metadata(_ d: Data, path: String) throws -> [String: String] {
+        guard d.count >= 8 else { throw TricksError.badCheckpoint("\(path): too short for a safetensors header") }
+        let n = d.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+        guard n > 0, n <= d.count - 8,
+              let json = try? JSONSerialization.jsonObject(with: d.subdata(in: 8..<8 + n)) as? [String: Any] else {
+            throw TricksError.badCheckpoint("\(path): unreadable header (truncated or not safetensors)")
+        }
+        return json["__metadata__"] as? [String: String] ?? [:]
+    }
+
     /// Parses a file's bytes into named tensors with shapes; F32, F64, F16, BF16 and integer dtypes are accepted.
     public static func decode(_ d: Data, path: String) throws -> [String: (shape: [Int], values: Values)] {
         guard d.count >= 8 else { throw TricksError.badCheckpoint("\(path): too short for a safetensors header") }
@@ -113,8 +124,8 @@ public enum SafeTensors {
 
     /// Loads a state dict into `state` strictly: every tensor must be present with the right
     /// shape, and no unexpected tensor may be present (like `load_state_dict(strict=True)`).
-    public static func load(_ path: String, into state: [StateTensor]) throws {
-        guard let d = FileManager.default.contents(atPath: path) else {
+    public static func load(_ path: String, into state: [StateTensor], data: Data? = nil) throws {
+        guard let d = data ?? FileManager.default.contents(atPath: path) else {
             throw TricksError.badCheckpoint("\(path): cannot read file")
         }
         let file = try decode(d, path: path)

@@ -53,6 +53,26 @@ public struct Preprocessor: Sendable {
         self.mean = mean; self.std = std; self.augmentation = augmentation; self.seed = seed
     }
 
+    /// Fills `x` with mixed samples: x̂ = λ·x_i + (1−λ)·x_j, each side augmented with its own
+    /// key, and returns for every row its two labels and λ.
+    public func fillMixed(_ set: ImageSet, indices: ArraySlice<Int32>, epoch: Int, mixup: Mixup,
+                          into x: Tensor, partner: Tensor, labels: inout [Int32], partnerLabels: inout [Int32],
+                          lambdas: inout [Float]) {
+        fill(set, indices: indices, epoch: epoch, augment: true, into: x, labels: &labels)
+        var partners: [Int32] = []
+        lambdas.removeAll(keepingCapacity: true)
+        for i in indices {
+            let (j, lam) = mixup.pair(sample: Int(i), epoch: epoch, datasetSize: set.count)
+            partners.append(Int32(j)); lambdas.append(Float(lam))
+        }
+        fill(set, indices: partners[...], epoch: epoch, augment: true, into: partner, labels: &partnerLabels)
+        let per = x.count / max(indices.count, 1)
+        for b in 0..<indices.count {
+            let l = lambdas[b], px = x.data + b * per, pp = partner.data + b * per
+            for k in 0..<per { px[k] = l * px[k] + (1 - l) * pp[k] }
+        }
+    }
+
     /// Fills `x` `(n, C, H, W)` and `labels` with the given samples. `epoch` keys augmentation;
     /// pass `augment: false` for evaluation.
     public func fill(_ set: ImageSet, indices: ArraySlice<Int32>, epoch: Int, augment: Bool,

@@ -21,6 +21,14 @@ public final class SoftmaxCrossEntropy {
     /// logits: `(N, K)`; labels: N class indices.
     @discardableResult
     public func forward(logits: Tensor, labels: [Int32], normalizer: Int? = nil) -> Double {
+        forward(logits: logits, labels: labels, mixedWith: nil, lambdas: nil, normalizer: normalizer)
+    }
+
+    /// Mixup's loss, λ·CE(ŷ, y) + (1−λ)·CE(ŷ, y′) per row, each target label-smoothed.
+    /// Cross-entropy is linear in the target, so this is CE against the mixed target.
+    @discardableResult
+    public func forward(logits: Tensor, labels: [Int32], mixedWith partnerLabels: [Int32]?, lambdas: [Float]?,
+                        normalizer: Int? = nil) -> Double {
         let N = logits.shape[0], K = logits.shape[1]
         precondition(labels.count == N, "\(labels.count) labels for \(N) rows")
         grad.resize([N, K])
@@ -36,8 +44,9 @@ public final class SoftmaxCrossEntropy {
             for k in 0..<K { p[k] = Foundation.exp(Double(row[k]) - mx); z += p[k] }
             let logZ = Foundation.log(z) + mx
             let y = Int(labels[n])
+            let y2 = partnerLabels.map { Int($0[n]) } ?? y, lam = lambdas.map { Double($0[n]) } ?? 1
             for k in 0..<K {
-                let t = target(k, y, classes: K)
+                let t = lam * target(k, y, classes: K) + (1 - lam) * target(k, y2, classes: K)
                 total -= t * (Double(row[k]) - logZ)
                 grad.data[n * K + k] = Float((p[k] / z - t) / denom)
             }

@@ -20,6 +20,14 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// Epochs at which the `step` schedule multiplies the rate by 0.1.
     public var lrSteps: [Double] = []
     public var labelSmoothing = 0.0
+    /// Mixup's α; 0 turns mixup off.
+    public var mixup = 0.0
+    /// Train the last this many epochs without mixup.
+    public var mixupOffEpochs = 0.0
+    /// γ = 0 in the last BN of every residual block at initialization.
+    public var zeroGamma = false
+    /// When set, lr = lrPer256 · batchSize / 256 (linear scaling), overriding `lr`.
+    public var lrPer256: Double? = nil
     public var augment = Augmentation.none
     public var shuffle = true
     public var mean: [Double]? = nil
@@ -41,6 +49,10 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var bnGroupSize: Int? = nil
     /// Compare a checksum of the parameters across ranks every this many steps.
     public var checkReplicas: Int? = nil
+    /// Write a training checkpoint into `out` every this many steps (and at every epoch end).
+    public var checkpointEvery: Int? = nil
+    /// A directory holding `checkpoint.safetensors` to continue from.
+    public var resume: String? = nil
     /// Target size of a gradient all-reduce bucket.
     public var bucketBytes = 256 * 1024
 

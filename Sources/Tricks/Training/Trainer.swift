@@ -16,7 +16,13 @@ public final class Trainer {
     public let preprocessor: Preprocessor
     /// The step at which training stops (≤ the schedule's T).
     public let stopStep: Int
+    /// The step training starts from (0, or the resumed checkpoint's step).
+    public private(set) var startStep = 0
     public let reducer: GradientReducer
+    /// The base learning rate in effect (`--lr`, or `--lr-per-256` scaled to the global batch).
+    public let lr: Double
+    /// Steps before this one train with mixup.
+    public let mixupStopStep: Int
     private let loss: SoftmaxCrossEntropy
     private var metrics: [String] = []
     private let log: (String) -> Void
@@ -34,6 +40,8 @@ public final class Trainer {
         if let e = c.epochs, e <= 0 { throw TricksError.invalidArgument("--epochs must be positive") }
         if let k = c.maxSteps, k <= 0 { throw TricksError.invalidArgument("--max-steps must be positive") }
         guard c.lr > 0 else { throw TricksError.invalidArgument("--lr must be positive") }
+        if let r = c.lrPer256, r <= 0 { throw TricksError.invalidArgument("--lr-per-256 must be positive") }
+        guard c.mixup >= 0 else { throw TricksError.invalidArgument("--mixup must be ≥ 0") }
         guard (0..<1).contains(c.labelSmoothing) else { throw TricksError.invalidArgument("--label-smoothing must be in [0, 1)") }
 
         var d = try DatasetLoader.load(try c.data ?? DatasetLoader.defaultDataPath())
@@ -57,6 +65,7 @@ public final class Trainer {
         plan = BatchPlan(datasetSize: d.train.count, globalBatch: c.batchSize, shuffle: c.shuffle, seed: c.seed)
 
         model = try ResNet(name: c.model, inChannels: d.train.channels, numClasses: d.numClasses, seed: c.seed)
+        if c.zeroGamma { zeroGammaLayers(model).forEach { $0.weight.values.update(repeating: 0) } }
         if let path = c.initFrom, comm.rank == 0 { try SafeTensors.load(path, into: model.state) }
         Trainer.broadcastState(model.state, comm: comm)
         if let k = c.bnGroupSize {
@@ -73,9 +82,45 @@ public final class Trainer {
         let spe = plan.stepsPerEpoch
         let total = c.epochs.map { max(1, Int(($0 * Double(spe)).rounded(.down))) } ?? c.maxSteps!
         stopStep = min(total, c.maxSteps ?? total)
-        schedule = LRSchedule(kind: c.lrSchedule, lr: c.lr, warmupSteps: Int((c.warmupEpochs * Double(spe)).rounded()),
+        lr = c.lrPer256.map { linearScaledLR(per256: $0, batchSize: c.batchSize) } ?? c.lr
+        mixupStopStep = c.mixup > 0 ? total - Int((c.mixupOffEpochs * Double(spe)).rounded()) : 0
+        schedule = LRSchedule(kind: c.lrSchedule, lr: lr, warmupSteps: Int((c.warmupEpochs * Double(spe)).rounded()),
                               totalSteps: total, stepBoundaries: c.lrSteps.map { Int(($0 * Double(spe)).rounded()) })
         loss = SoftmaxCrossEntropy(labelSmoothing: c.labelSmoothing)
+        if let k = c.checkpointEvery, k <= 0 { throw TricksError.invalidArgument("--checkpoint-every must be positive") }
+        if let dir = c.resume { try resume(from: dir) }
+    }
+
+    /// Loads a training checkpoint on rank 0 and gives every rank its state.
+    private func resume(from dir: String) throws {
+        var step: Int64 = 0
+        if comm.rank == 0 {
+            let info = try TrainingCheckpoint.load(dir: dir, model: model, optimizer: optimizer)
+            guard info.model == config.model else {
+                throw TricksError.badCheckpoint("\(dir): checkpoint of \(info.model), but --model is \(config.model)")
+            }
+            step = Int64(info.step)
+            let metricsPath = (dir as NSString).appendingPathComponent("metrics.jsonl")
+            if let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) {
+                metrics = text.split(separator: "\n").map(String.init).filter { line in
+                    guard let d = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                          let s = d["step"] as? Int else { return false }
+                    return s <= info.step
+                }
+            }
+        }
+        Trainer.broadcastState(model.state, comm: comm)
+        comm.broadcast(UnsafeMutableRawBufferPointer(start: optimizer.momentumBuffer, count: 4 * model.store.count), root: 0)
+        var flags: [Int64] = [step, optimizer.hasMomentum ? 1 : 0]
+        flags.withUnsafeMutableBytes { comm.broadcast($0, root: 0) }
+        startStep = Int(flags[0]); optimizer.hasMomentum = flags[1] == 1
+    }
+
+    /// Writes a training checkpoint into `--out` (rank 0).
+    public func saveCheckpoint(step: Int) throws {
+        guard comm.rank == 0, let out = config.out else { return }
+        try TrainingCheckpoint.save(dir: out, model: model, optimizer: optimizer, info: .init(
+            step: step, model: config.model, seed: config.seed, batchSize: config.batchSize))
     }
 
     /// Copies rank 0's parameters and buffers to every rank.
@@ -180,27 +225,43 @@ public final class Trainer {
         let c = config, spe = plan.stepsPerEpoch
         let local = c.batchSize / comm.size
         let x = Tensor(shape: [local, data.train.channels, data.train.height, data.train.width])
-        var labels: [Int32] = []
+        var labels: [Int32] = [], partnerLabels: [Int32] = [], lambdas: [Float] = []
+        let partner = Tensor(shape: [0])
         var order: [Int32] = []
         var orderEpoch = -1
         log("training \(c.model) on \(data.source): \(data.train.count) train / \(data.test.count) test images, "
             + "\(data.train.channels)×\(data.train.height)×\(data.train.width), \(data.numClasses) classes")
         log("ranks \(comm.size), global batch \(c.batchSize) (\(local) per rank), \(spe) steps/epoch, "
-            + "\(stopStep) of \(schedule.totalSteps) steps, lr \(c.lr) \(c.lrSchedule.rawValue), BN \(c.syncBN && comm.size > 1 ? "sync" : "local")")
+            + "\(stopStep) of \(schedule.totalSteps) steps, BN \(c.syncBN && comm.size > 1 ? "sync" : "local")")
+        log("lr \(lr)" + (c.lrPer256.map { " (= \($0) × \(c.batchSize)/256)" } ?? "") + " \(c.lrSchedule.rawValue)"
+            + (schedule.warmupSteps > 0 ? ", warmup \(schedule.warmupSteps) steps" : "")
+            + (c.labelSmoothing > 0 ? ", label smoothing \(c.labelSmoothing)" : "")
+            + (c.mixup > 0 ? ", mixup α=\(c.mixup) until step \(mixupStopStep)" : "")
+            + (c.zeroGamma ? ", zero-γ" : "") + (c.noBiasDecay ? ", no bias decay" : ""))
         let start = Date()
         var windowStart = start, windowSteps = 0
         var lossWindow = [0.0, 0.0]   // summed local loss·local count, samples
         var lastLoss = Double.nan, lastRate = 0.0
         var final = (accuracy: Double.nan, loss: Double.nan)
         var computeSeconds = 0.0, commWait = 0.0
-        for step in 0..<stopStep {
+        if startStep > 0 { log("resumed from \(config.resume!) at step \(startStep)") }
+        if startStep >= stopStep { log("nothing to train: the checkpoint is at step \(startStep) of \(stopStep)") }
+        for step in startStep..<max(startStep, stopStep) {
             let epoch = step / spe, inEpoch = step % spe
             if epoch != orderEpoch { order = plan.order(epoch: epoch); orderEpoch = epoch }
             let t0 = Date()
-            preprocessor.fill(data.train, indices: plan.shard(order: order, stepInEpoch: inEpoch, rank: comm.rank, size: comm.size),
-                              epoch: epoch, augment: true, into: x, labels: &labels)
+            let shard = plan.shard(order: order, stepInEpoch: inEpoch, rank: comm.rank, size: comm.size)
+            let mixing = step < mixupStopStep
+            if mixing {
+                preprocessor.fillMixed(data.train, indices: shard, epoch: epoch, mixup: Mixup(alpha: c.mixup, seed: c.seed),
+                                       into: x, partner: partner, labels: &labels, partnerLabels: &partnerLabels,
+                                       lambdas: &lambdas)
+            } else {
+                preprocessor.fill(data.train, indices: shard, epoch: epoch, augment: true, into: x, labels: &labels)
+            }
             let logits = model.forward(x, mode: .training)
-            let l = loss.forward(logits: logits, labels: labels, normalizer: c.batchSize)
+            let l = loss.forward(logits: logits, labels: labels, mixedWith: mixing ? partnerLabels : nil,
+                                 lambdas: mixing ? lambdas : nil, normalizer: c.batchSize)
             guard l.isFinite else { comm.abort("rank \(comm.rank): loss is \(l) at step \(step); lower --lr", code: 3) }
             model.store.zeroGrad()
             reducer.beginStep()
@@ -219,7 +280,7 @@ public final class Trainer {
                 lastLoss = lossWindow[0] / max(lossWindow[1] / Double(comm.size), 1)
                 let now = Date()
                 let ips = Double(windowSteps * c.batchSize) / now.timeIntervalSince(windowStart)
-                let eta = Double(stopStep - step - 1) * now.timeIntervalSince(start) / Double(step + 1)
+                let eta = Double(stopStep - step - 1) * now.timeIntervalSince(start) / Double(step + 1 - startStep)
                 lastRate = rate
                 log(String(format: "step %d/%d  epoch %d  loss %.4f  lr %.5f  %.0f img/s  ETA %@",
                            step + 1, stopStep, epoch + 1, lastLoss, rate, ips, Trainer.duration(eta)))
@@ -228,6 +289,9 @@ public final class Trainer {
                 lossWindow = [0, 0]; windowStart = now; windowSteps = 0
             }
             if let k = c.checkReplicas, (step + 1) % k == 0 { try checkReplicas(step: step + 1) }
+            if c.out != nil && (epochEnd || isLast || c.checkpointEvery.map { (step + 1) % $0 == 0 } == true) {
+                try saveCheckpoint(step: step + 1)
+            }
             if epochEnd || isLast {
                 final = evaluate()
                 log(String(format: "eval after step %d (epoch %.2f): test accuracy %.4f  test loss %.4f",
@@ -239,9 +303,11 @@ public final class Trainer {
         }
         _ = lastRate
         let seconds = Date().timeIntervalSince(start)
+        if stopStep <= startStep { final = evaluate() }
+        let ran = max(stopStep - startStep, 1)
         let summary = Summary(steps: stopStep, trainLoss: lastLoss, testAccuracy: final.accuracy, testLoss: final.loss,
-                              imagesPerSecond: Double(stopStep * c.batchSize) / computeSeconds, seconds: seconds,
-                              stepSeconds: computeSeconds / Double(stopStep), commWaitSeconds: commWait / Double(stopStep))
+                              imagesPerSecond: Double(ran * c.batchSize) / max(computeSeconds, 1e-9), seconds: seconds,
+                              stepSeconds: computeSeconds / Double(ran), commWaitSeconds: commWait / Double(ran))
         if comm.rank == 0, let out = c.out {
             try SafeTensors.save(model.state, to: (out as NSString).appendingPathComponent("model.safetensors"),
                                  metadata: ["format": "pt", "model": c.model])
