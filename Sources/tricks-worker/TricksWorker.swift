@@ -34,7 +34,7 @@ struct TricksWorker: ParsableCommand {
         commandName: "tricks-worker",
         abstract: "Data-parallel CNN training with synchronized batch norm and the bag of tricks.",
         discussion: "Run one process with `tricks-worker train`, or N with `mpirun -np N tricks-worker train`.",
-        subcommands: [Train.self, Eval.self, Bench.self, SelfTest.self],
+        subcommands: [Train.self, Eval.self, Plot.self, Bench.self, SelfTest.self],
         defaultSubcommand: Train.self)
 }
 
@@ -277,6 +277,27 @@ struct Eval: ParsableCommand {
             print("{\"test_accuracy\":\(r.accuracy),\"test_loss\":\(r.loss),\"checkpoint\":\"\(checkpoint)\"}")
         } catch {
             FileHandleOutput.stderr("tricks-worker eval: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct Plot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Draw learning-rate, loss and accuracy curves of runs (their --out directories) as an SVG.")
+
+    @Argument(help: "Run directories holding metrics.jsonl.") var runs: [String]
+    @Option(help: "Output SVG file.") var output = "curves.svg"
+
+    func validate() throws { if runs.isEmpty { throw ValidationError("give at least one run directory") } }
+
+    func run() throws {
+        do {
+            let svg = try MetricsPlot.svg(runs: runs.map { (($0 as NSString).lastPathComponent, ($0 as NSString).appendingPathComponent("metrics.jsonl")) })
+            try SafeTensors.writeAtomically(Data(svg.utf8), to: output)
+            print("wrote \(output)")
+        } catch {
+            FileHandleOutput.stderr("tricks-worker plot: \(error)")
             throw ExitCode(2)
         }
     }

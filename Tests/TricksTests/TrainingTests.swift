@@ -1,4 +1,7 @@
 import XCTest
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 @testable import Tricks
 #if canImport(Glibc)
 import Glibc
@@ -49,6 +52,12 @@ final class TrainingTests: XCTestCase {
         let metrics = try String(contentsOfFile: d + "/out/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(metrics.filter { $0.contains("test_accuracy") }.count, 6)   // one evaluation per epoch
         for m in metrics { XCTAssertNoThrow(try JSONSerialization.jsonObject(with: Data(m.utf8))) }
+        // The automatic plot: well-formed SVG with one curve per panel and a marker per evaluation.
+        let svg = try Data(contentsOf: URL(fileURLWithPath: d + "/out/curves.svg"))
+        XCTAssertTrue(XMLParser(data: svg).parse())
+        let text = String(decoding: svg, as: UTF8.self)
+        XCTAssertEqual(text.components(separatedBy: "<polyline").count - 1, 3)
+        XCTAssertTrue(text.contains("test accuracy"))
         // The saved model loads back strictly and evaluates to the same accuracy.
         var c2 = c; c2.initFrom = d + "/out/model.safetensors"; c2.out = nil
         let t2 = try Trainer(config: c2, comm: SingleProcessCommunicator(), log: { _ in })

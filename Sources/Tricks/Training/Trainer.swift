@@ -318,8 +318,10 @@ public final class Trainer {
     private func writeMetrics() throws {
         guard comm.rank == 0, let out = config.out else { return }
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        try SafeTensors.writeAtomically(Data((metrics.joined(separator: "\n") + "\n").utf8),
-                                        to: (out as NSString).appendingPathComponent("metrics.jsonl"))
+        let path = (out as NSString).appendingPathComponent("metrics.jsonl")
+        try SafeTensors.writeAtomically(Data((metrics.joined(separator: "\n") + "\n").utf8), to: path)
+        let svg = try MetricsPlot.svg(runs: [((out as NSString).lastPathComponent, path)])
+        try SafeTensors.writeAtomically(Data(svg.utf8), to: (out as NSString).appendingPathComponent("curves.svg"))
     }
 
     static func duration(_ s: Double) -> String {
