@@ -240,8 +240,8 @@ public final class Trainer {
             + (c.zeroGamma ? ", zero-γ" : "") + (c.noBiasDecay ? ", no bias decay" : ""))
         let start = Date()
         var windowStart = start, windowSteps = 0
-        var lossWindow = [0.0, 0.0]   // summed local loss·local count, samples
-        var lastLoss = Double.nan, lastRate = 0.0
+        var lossWindow = [0.0, 0.0]   // [Σ of this rank's share of each step's loss, steps]; summed over ranks
+        var lastLoss = Double.nan
         var final = (accuracy: Double.nan, loss: Double.nan)
         var computeSeconds = 0.0, commWait = 0.0
         if startStep > 0 { log("resumed from \(config.resume!) at step \(startStep)") }
@@ -281,7 +281,6 @@ public final class Trainer {
                 let now = Date()
                 let ips = Double(windowSteps * c.batchSize) / now.timeIntervalSince(windowStart)
                 let eta = Double(stopStep - step - 1) * now.timeIntervalSince(start) / Double(step + 1 - startStep)
-                lastRate = rate
                 log(String(format: "step %d/%d  epoch %d  loss %.4f  lr %.5f  %.0f img/s  ETA %@",
                            step + 1, stopStep, epoch + 1, lastLoss, rate, ips, Trainer.duration(eta)))
                 record([("step", step + 1), ("epoch", Double(step + 1) / Double(spe)), ("loss", lastLoss),
@@ -301,7 +300,6 @@ public final class Trainer {
                 try writeMetrics()
             }
         }
-        _ = lastRate
         let seconds = Date().timeIntervalSince(start)
         if stopStep <= startStep { final = evaluate() }
         let ran = max(stopStep - startStep, 1)
