@@ -240,12 +240,13 @@ struct Bench: ParsableCommand {
     @Option(help: "BLAS threads.") var threads = 1
     @Option(help: "sync or local batch norm (under mpirun).") var bn = BNMode.sync
     @Flag(help: "Print only one table row (for scripts that compare configurations).") var row = false
+    @Option(help: "Floats of unfolded input per conv GEMM (chunking; for tuning).") var columnBudget: Int?
 
     func run() throws {
         let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
         defer { mpi?.finalize() }
         BLAS.setThreads(threads)
-        if let c = ProcessInfo.processInfo.environment["TRICKS_COLUMN_BUDGET"].flatMap(Int.init) { Conv2d.columnBudget = c }
+        if let c = columnBudget { Conv2d.columnBudget = c }
         var b = StepBenchmark()
         b.model = model; b.batch = batchSize; b.channels = channels; b.size = size; b.steps = steps
         if let mpi { b.comm = mpi }
