@@ -80,3 +80,13 @@ enum GradCheck {
         }
     }
 }
+
+extension XCTestCase {
+    /// A fresh directory under the system temporary directory, removed when the test ends.
+    func tempDir() throws -> String {
+        let d = NSTemporaryDirectory() + "tricks-test-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
+        return d
+    }
+}

@@ -31,13 +31,6 @@ final class MPITests: XCTestCase {
         return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
     }
 
-    func tempDir() throws -> String {
-        let d = NSTemporaryDirectory() + "tricks-mpi-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
-        return d
-    }
-
     func testSyncBatchNormMatchesConcatenatedBatch() throws {
         for np in [2, 4, 8] {
             let r = try Self.run(np: np, ["selftest", "syncbn"])

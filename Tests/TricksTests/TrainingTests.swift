@@ -30,13 +30,6 @@ final class TrainingTests: XCTestCase {
             .write(to: URL(fileURLWithPath: path))
     }
 
-    func tempDir() throws -> String {
-        let d = NSTemporaryDirectory() + "tricks-train-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
-        return d
-    }
-
     func testTrainerLearnsToyTaskAndWritesOutputs() throws {
         let d = try tempDir()
         try Self.writeToyNPZ(d + "/toy.npz")

@@ -3,13 +3,6 @@ import XCTest
 
 /// The bag of tricks: mixup, zero-γ, linear scaling, and resumable training.
 final class TricksTests: XCTestCase {
-    func tempDir() throws -> String {
-        let d = NSTemporaryDirectory() + "tricks-tricks-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
-        return d
-    }
-
     /// Partners and λ depend on (seed, epoch, sample) only: the global batch assembled from
     /// 4 ranks' shards is the one a single rank builds, row for row.
     func testMixupPairingIsIndependentOfRanks() {

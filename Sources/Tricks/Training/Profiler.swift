@@ -28,8 +28,9 @@ func describe(_ l: Layer, _ x: Tensor) -> (String, Double) {
     let shape = x.shape.count == 4 ? "\(x.shape[2])×\(x.shape[3])" : ""
     switch l {
     case let c as Conv2d:
-        let oh = (x.shape[2] + 2 * c.padding - c.kernel) / c.stride + 1, ow = (x.shape[3] + 2 * c.padding - c.kernel) / c.stride + 1
-        let flops = 2.0 * Double(x.shape[0] * oh * ow * c.outChannels * c.inChannels * c.kernel * c.kernel)
+        let g = ConvGeometry(n: x.shape[0], c: c.inChannels, h: x.shape[2], w: x.shape[3], kh: c.kernel, kw: c.kernel,
+                             stride: c.stride, pad: c.padding)
+        let flops = 2.0 * Double(g.cols * c.outChannels * g.rows)
         return ("conv\(c.kernel)x\(c.kernel) \(c.inChannels)→\(c.outChannels) s\(c.stride) @\(shape)", flops)
     case let b as BatchNorm2d: return ("batchnorm \(b.channels) @\(shape)", 0)
     case is ReLU: return ("relu @\(shape)", 0)

@@ -188,12 +188,13 @@ public final class Trainer {
     /// A 64-bit FNV-1a hash of every parameter's bits (and, with synchronized BN, every buffer's).
     public func replicaChecksum() -> UInt64 {
         let buffersAgree = config.syncBN && (config.bnGroupSize ?? comm.size) >= comm.size
+        let parameterNames = Set(model.store.parameters.map(\.name))
         var h: UInt64 = 0xCBF2_9CE4_8422_2325
         func mix(_ raw: UnsafeRawBufferPointer) { for b in raw { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 } }
         for t in model.state {
             switch t.storage {
             case .float(let p):
-                if !buffersAgree && !model.store.parameters.contains(where: { $0.name == t.name }) { continue }
+                if !buffersAgree && !parameterNames.contains(t.name) { continue }
                 mix(UnsafeRawBufferPointer(start: p, count: 4 * t.count))
             case .int64(let p): mix(UnsafeRawBufferPointer(start: p, count: 8 * t.count))
             }
