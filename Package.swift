@@ -20,7 +20,9 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "Tricks", dependencies: ["CBLAS", "CZlib"]),
+        // Hand-written convolution kernels (AVX-512 chosen at run time, portable C otherwise).
+        .target(name: "CKernels"),
+        .target(name: "Tricks", dependencies: ["CBLAS", "CZlib", "CKernels"]),
         .target(name: "TricksMPI", dependencies: ["Tricks", "CMPI"]),
         .executableTarget(name: "tricks-worker", dependencies: [
             "Tricks", "TricksMPI",

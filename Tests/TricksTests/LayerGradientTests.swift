@@ -5,10 +5,72 @@ import XCTest
 /// |fd − backward| ≤ tol·max(1, |backward|), in float32 with step h).
 final class LayerGradientTests: XCTestCase {
     func testConv3x3Stride1Pad1() {
-        let ws = Workspace()
-        let c = Conv2d("c", 3, 4, kernel: 3, stride: 1, padding: 1, workspace: ws)
-        _ = c.weight.values.update(from: GradCheck.randomTensor([4, 3, 3, 3], seed: 1, scale: 0.3).array)
-        GradCheck.checkLayer(c, input: GradCheck.randomTensor([2, 3, 5, 6], seed: 2))
+        // Both implementations of this shape: the direct kernels and im2col + GEMM.
+        defer { Conv2d.directConvolution = true }
+        for direct in [true, false] {
+            Conv2d.directConvolution = direct
+            let c = Conv2d("c", 3, 4, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
+            XCTAssertEqual(c.usesDirectKernel, direct)
+            _ = c.weight.values.update(from: GradCheck.randomTensor([4, 3, 3, 3], seed: 1, scale: 0.3).array)
+            GradCheck.checkLayer(c, input: GradCheck.randomTensor([2, 3, 5, 6], seed: 2))
+        }
+    }
+
+    func testDirectConv3x3KernelsMatchFloat64Reference() {
+        // Output, input gradient and weight gradient of the direct kernels (AVX-512 where the CPU
+        // has it, and the portable C loops) against a float64 convolution, at shapes that hit the
+        // kernels' edges: output channels not a multiple of the 8-channel block or of the
+        // 2-channel weight-gradient pair, rows shorter and longer than one 48-wide register
+        // block, a 1×1 image, and images split over several weight-gradient groups.
+        let shapes: [(n: Int, c: Int, k: Int, h: Int, w: Int)] = [
+            (2, 3, 5, 5, 6), (1, 9, 12, 1, 1), (2, 4, 3, 7, 33), (3, 1, 2, 180, 180), (2, 16, 16, 8, 8),
+        ]
+        defer { Conv2d.forcePortableKernels(false) }
+        for portable in [false, true] {
+            Conv2d.forcePortableKernels(portable)
+            for (si, s) in shapes.enumerated() {
+                let x = GradCheck.randomTensor([s.n, s.c, s.h, s.w], seed: 10 + UInt64(si))
+                let w = GradCheck.randomTensor([s.k, s.c, 3, 3], seed: 20 + UInt64(si))
+                let dy = GradCheck.randomTensor([s.n, s.k, s.h, s.w], seed: 30 + UInt64(si))
+                var y = [Double](repeating: 0, count: s.n * s.k * s.h * s.w)
+                var dx = [Double](repeating: 0, count: x.count)
+                var dw = [Double](repeating: 0.5, count: w.count)   // backward adds into the gradient
+                for n in 0..<s.n { for o in 0..<s.k { for c in 0..<s.c { for i in 0..<3 { for j in 0..<3 {
+                    let wv = Double(w[((o * s.c + c) * 3 + i) * 3 + j])
+                    var gw = 0.0
+                    for oh in 0..<s.h {
+                        let ih = oh - 1 + i
+                        guard ih >= 0 && ih < s.h else { continue }
+                        for ow in 0..<s.w {
+                            let iw = ow - 1 + j
+                            guard iw >= 0 && iw < s.w else { continue }
+                            let xi = ((n * s.c + c) * s.h + ih) * s.w + iw, yi = ((n * s.k + o) * s.h + oh) * s.w + ow
+                            y[yi] += Double(x[xi]) * wv
+                            dx[xi] += Double(dy[yi]) * wv
+                            gw += Double(dy[yi]) * Double(x[xi])
+                        }
+                    }
+                    dw[((o * s.c + c) * 3 + i) * 3 + j] += gw
+                } } } } }
+                let conv = Conv2d("c", s.c, s.k, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
+                XCTAssertTrue(conv.usesDirectKernel)
+                _ = conv.weight.values.update(from: w.array)
+                conv.weight.grads.update(repeating: 0.5)
+                let out = conv.forward(x, mode: .training).array
+                let gx = conv.backward(dy).array
+                let gw = Array(conv.weight.grads)
+                let tag = "\(portable ? "portable" : Conv2d.directKernelISA) \(s)"
+                // Float32 sums of `terms` products: error bound 1e-6·√terms relative to the largest value.
+                let checks = [("y", out, y, s.c * 9), ("dx", gx, dx, s.k * 9), ("dw", gw, dw, s.n * s.h * s.w)]
+                for (name, got, want, terms) in checks {
+                    XCTAssertEqual(got.count, want.count, "\(tag) \(name) size")
+                    let scale = max(1, want.map { abs($0) }.max() ?? 0)
+                    let err = zip(got, want).map { abs(Double($0) - $1) }.max() ?? 0
+                    XCTAssertLessThanOrEqual(err, 1e-6 * scale * Double(terms).squareRoot(),
+                                             "\(tag) \(name): max error \(err)")
+                }
+            }
+        }
     }
 
     func testConv3x3Stride2Pad1() {

@@ -1,8 +1,13 @@
+import CKernels
+
 /// 2-D convolution without bias over NCHW, as `torch.nn.Conv2d(bias=False)`.
 ///
-/// Forward unfolds the whole batch once (`im2col`, or a plain channel-major copy
-/// for 1×1 stride-1 kernels) and runs one GEMM `W (Cout, C·k·k) × col (C·k·k, N·OH·OW)`.
-/// Backward recomputes the unfolding instead of caching it, so one scratch
+/// 3×3 stride-1 padding-1 convolutions (most of a ResNet's FLOPs) run on direct
+/// kernels (`CKernels`: zero-bordered planes, register-blocked FMAs, no unfolded
+/// matrix) for the output, the input gradient and the weight gradient.
+/// Every other shape unfolds chunks of images (`im2col`, or a plain channel-major
+/// copy for 1×1 stride-1 kernels) and runs GEMMs `W (Cout, C·k·k) × col (C·k·k, m·OH·OW)`;
+/// backward recomputes the unfolding instead of caching it, so one scratch
 /// matrix serves every layer of the model.
 public final class Conv2d: Layer {
     public let inChannels, outChannels, kernel, stride, padding: Int
@@ -27,6 +32,25 @@ public final class Conv2d: Layer {
     public var parameters: [Parameter] { [weight] }
 
     private var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
+
+    /// Use the direct kernels for 3×3 stride-1 padding-1 layers (true by default;
+    /// false forces im2col + GEMM everywhere, for comparisons).
+    public static var directConvolution = true
+
+    /// The direct kernels' instruction set: "avx512" when the CPU has it, else "portable".
+    public static var directKernelISA: String { tk_conv3x3_uses_avx512() != 0 ? "avx512" : "portable" }
+
+    /// Runs the portable C kernels even on an AVX-512 CPU (tests compare the two).
+    public static func forcePortableKernels(_ on: Bool) { tk_conv3x3_force_portable(on ? 1 : 0) }
+
+    /// True when this layer runs on the direct 3×3 kernels.
+    public var usesDirectKernel: Bool {
+        Conv2d.directConvolution && kernel == 3 && stride == 1 && padding == 1
+    }
+
+    private func directScratch(_ g: ConvGeometry) -> UnsafeMutablePointer<Float> {
+        ws.scratch(0, count: tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
+    }
 
     /// Images per GEMM: enough columns for an efficient GEMM, few enough that the
     /// unfolded chunk stays in cache. With one image per chunk no transposes are needed.
@@ -58,6 +82,11 @@ public final class Conv2d: Layer {
         let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         y.resize([g.n, outChannels, g.oh, g.ow])
         if g.n == 0 || plane == 0 { return y }
+        if usesDirectKernel {
+            tk_conv3x3_forward(x.data, Int32(g.n), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
+                               Int32(outChannels), y.data, directScratch(g))
+            return y
+        }
         let col = ws.scratch(0, count: K * chunk * plane)
         let tmp = ws.scratch(1, count: outChannels * chunk * plane)
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
@@ -79,6 +108,16 @@ public final class Conv2d: Layer {
         let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         dx.resize(x.shape)
         if g.n == 0 || plane == 0 { dx.zero(); return dx }
+        if usesDirectKernel {
+            let scratch = directScratch(g)
+            tk_conv3x3_backward_weight(x.data, dyT.data, Int32(g.n), Int32(g.c), Int32(g.h), Int32(g.w),
+                                       Int32(outChannels), weight.grad, scratch)
+            if needsInputGrad {
+                tk_conv3x3_backward_data(dyT.data, Int32(g.n), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
+                                         Int32(outChannels), dx.data, scratch)
+            }
+            return dx
+        }
         let col = ws.scratch(0, count: K * chunk * plane)
         let tmp = ws.scratch(1, count: outChannels * chunk * plane)
         if needsInputGrad && !isPointwise { dx.zero() }

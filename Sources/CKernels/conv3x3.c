@@ -1,0 +1,269 @@
+#include "ckernels.h"
+
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+enum { KB = 8, PB = 48, SLACK = 64, GROUP_FLOATS = 1 << 18 };
+
+static int force_portable = 0;
+
+void tk_conv3x3_force_portable(int on) { force_portable = on; }
+
+int tk_conv3x3_uses_avx512(void) {
+#if defined(__x86_64__)
+    return !force_portable && __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+
+/* Geometry of the zero-bordered planes. */
+typedef struct {
+    int h, w, wp;      /* image height, width; padded width w+2 */
+    size_t plane;      /* (h+2)·(w+2) */
+    size_t len;        /* h·(w+2): output positions in padded-width coordinates */
+    int offs[9];       /* tap (dy, dx) → dy·(w+2)+dx */
+} geom;
+
+static geom make_geom(int h, int w) {
+    geom g;
+    g.h = h; g.w = w; g.wp = w + 2;
+    g.plane = (size_t)(h + 2) * (size_t)(w + 2);
+    g.len = (size_t)h * (size_t)(w + 2);
+    for (int t = 0; t < 9; t++) g.offs[t] = (t / 3) * g.wp + t % 3;
+    return g;
+}
+
+/* Floats the forward-style pass (cin → cout channels) needs. */
+static size_t direct_scratch(int cin, int cout, geom g) {
+    size_t kpad = round_up((size_t)cout, KB);
+    return kpad * (size_t)cin * 9 + (size_t)cin * g.plane + SLACK + KB * round_up(g.len, PB);
+}
+
+/* Images per weight-gradient group: their planes stay in L2. */
+static int wgrad_group(int n, int cin, int cout, geom g) {
+    size_t per = (size_t)cin * g.plane + round_up((size_t)cout, 2) * round_up(g.len, 16);
+    size_t group = GROUP_FLOATS / (per ? per : 1);
+    if (group < 1) group = 1;
+    if (group > (size_t)n) group = (size_t)(n > 0 ? n : 1);
+    return (int)group;
+}
+
+static size_t wgrad_scratch(int n, int cin, int cout, geom g) {
+    size_t group = (size_t)wgrad_group(n, cin, cout, g);
+    return group * ((size_t)cin * g.plane + round_up((size_t)cout, 2) * round_up(g.len, 16)) + SLACK;
+}
+
+size_t tk_conv3x3_scratch(int n, int cin, int cout, int h, int w) {
+    geom g = make_geom(h, w);
+    size_t a = direct_scratch(cin, cout, g), b = direct_scratch(cout, cin, g), c = wgrad_scratch(n, cin, cout, g);
+    size_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+/* Copies image planes (c channels of h×w) into zero-bordered planes; borders must already be zero. */
+static void fill_planes(const float *x, int c, geom g, float *planes) {
+    for (int ch = 0; ch < c; ch++) {
+        const float *src = x + (size_t)ch * g.h * g.w;
+        float *dst = planes + (size_t)ch * g.plane + g.wp + 1;
+        for (int y = 0; y < g.h; y++) memcpy(dst + (size_t)y * g.wp, src + (size_t)y * g.w, sizeof(float) * g.w);
+    }
+}
+
+/*
+ * Packs a conv's weights as [block of 8 outputs][input channel][tap][8]:
+ * wconv[o][i][t] = weight[o][i][t] (forward) or weight[i][o][8−t] (input gradient,
+ * where the layer's outputs are this conv's inputs). Missing outputs are zero.
+ */
+static void pack_weights(const float *weight, int cout, int cin, int transpose, float *packed) {
+    int blocks = (cout + KB - 1) / KB;
+    for (int b = 0; b < blocks; b++)
+        for (int i = 0; i < cin; i++)
+            for (int t = 0; t < 9; t++)
+                for (int j = 0; j < KB; j++) {
+                    int o = b * KB + j;
+                    float v = 0;
+                    if (o < cout) v = transpose ? weight[((size_t)i * cout + o) * 9 + (8 - t)]
+                                                : weight[((size_t)o * cin + i) * 9 + t];
+                    packed[(((size_t)b * cin + i) * 9 + t) * KB + j] = v;
+                }
+}
+
+/* One block of 8 output channels over positions [0, lr): out[j][p] = Σ_i Σ_t w[i][t][j]·plane_i[p + off_t]. */
+static void block_portable(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
+    for (size_t p0 = 0; p0 < lr; p0 += PB) {
+        float acc[KB][PB];
+        memset(acc, 0, sizeof acc);
+        for (int i = 0; i < cin; i++) {
+            const float *src = planes + (size_t)i * g.plane + p0;
+            const float *wi = wb + (size_t)i * 9 * KB;
+            for (int t = 0; t < 9; t++) {
+                const float *s = src + g.offs[t];
+                for (int j = 0; j < KB; j++) {
+                    float wv = wi[t * KB + j];
+                    for (int p = 0; p < PB; p++) acc[j][p] += wv * s[p];
+                }
+            }
+        }
+        for (int j = 0; j < KB; j++) memcpy(out + (size_t)j * lr + p0, acc[j], sizeof acc[j]);
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f")))
+static void block_avx512(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
+    for (size_t p0 = 0; p0 < lr; p0 += PB) {
+        __m512 a[KB][3];
+        for (int j = 0; j < KB; j++) a[j][0] = a[j][1] = a[j][2] = _mm512_setzero_ps();
+        for (int i = 0; i < cin; i++) {
+            const float *src = planes + (size_t)i * g.plane + p0;
+            const float *wi = wb + (size_t)i * 9 * KB;
+            for (int t = 0; t < 9; t++) {
+                const float *s = src + g.offs[t];
+                __m512 v0 = _mm512_loadu_ps(s), v1 = _mm512_loadu_ps(s + 16), v2 = _mm512_loadu_ps(s + 32);
+                const float *wt = wi + t * KB;
+                for (int j = 0; j < KB; j++) {
+                    __m512 b = _mm512_set1_ps(wt[j]);
+                    a[j][0] = _mm512_fmadd_ps(b, v0, a[j][0]);
+                    a[j][1] = _mm512_fmadd_ps(b, v1, a[j][1]);
+                    a[j][2] = _mm512_fmadd_ps(b, v2, a[j][2]);
+                }
+            }
+        }
+        for (int j = 0; j < KB; j++) {
+            float *o = out + (size_t)j * lr + p0;
+            _mm512_storeu_ps(o, a[j][0]);
+            _mm512_storeu_ps(o + 16, a[j][1]);
+            _mm512_storeu_ps(o + 32, a[j][2]);
+        }
+    }
+}
+#endif
+
+/* y (n, cout, h, w) from x (n, cin, h, w) with packed weights; shared by forward and input gradient. */
+static void direct(const float *x, int n, int cin, geom g, const float *packed, int cout, float *y, float *scratch) {
+    size_t lr = round_up(g.len, PB);
+    float *planes = scratch;
+    float *out = planes + (size_t)cin * g.plane + SLACK;
+    memset(planes, 0, sizeof(float) * ((size_t)cin * g.plane + SLACK));
+    int blocks = (cout + KB - 1) / KB;
+    int avx = tk_conv3x3_uses_avx512();
+    size_t hw = (size_t)g.h * g.w;
+    for (int img = 0; img < n; img++) {
+        fill_planes(x + (size_t)img * cin * hw, cin, g, planes);
+        for (int b = 0; b < blocks; b++) {
+            const float *wb = packed + (size_t)b * cin * 9 * KB;
+#if defined(__x86_64__)
+            if (avx) block_avx512(planes, cin, g, wb, out, lr); else
+#endif
+            block_portable(planes, cin, g, wb, out, lr);
+            (void)avx;
+            for (int j = 0; j < KB && b * KB + j < cout; j++) {
+                float *dst = y + ((size_t)img * cout + b * KB + j) * hw;
+                const float *src = out + (size_t)j * lr;
+                for (int r = 0; r < g.h; r++) memcpy(dst + (size_t)r * g.w, src + (size_t)r * g.wp, sizeof(float) * g.w);
+            }
+        }
+    }
+}
+
+/* A conv from `inputs` to `outputs` channels of the layer's weight (cout, cin, 3, 3), transposed
+ * and flipped for the input gradient. */
+static void run_direct(const float *x, int n, int inputs, int h, int w, const float *weight, int outputs,
+                       int transpose, float *y, float *scratch) {
+    geom g = make_geom(h, w);
+    float *packed = scratch;
+    pack_weights(weight, outputs, inputs, transpose, packed);
+    direct(x, n, inputs, g, packed, outputs, y, packed + round_up((size_t)outputs, KB) * inputs * 9);
+}
+
+void tk_conv3x3_forward(const float *x, int n, int cin, int h, int w,
+                        const float *weight, int cout, float *y, float *scratch) {
+    run_direct(x, n, cin, h, w, weight, cout, 0, y, scratch);
+}
+
+void tk_conv3x3_backward_data(const float *dy, int n, int cin, int h, int w,
+                              const float *weight, int cout, float *dx, float *scratch) {
+    run_direct(dy, n, cout, h, w, weight, cin, 1, dx, scratch);
+}
+
+/* Σ over the group's images of d_k[p]·plane_i[p + off_t] for k = k0, k0+1 and all taps, added to acc. */
+static void wgrad_portable(const float *planes, const float *grads, int group, int cin, int kpad, geom g,
+                           size_t lr, int i, int k0, double acc[2][9]) {
+    for (int img = 0; img < group; img++) {
+        const float *pl = planes + ((size_t)img * cin + i) * g.plane;
+        const float *d0 = grads + ((size_t)img * kpad + k0) * lr, *d1 = d0 + lr;
+        for (int t = 0; t < 9; t++) {
+            const float *s = pl + g.offs[t];
+            float s0 = 0, s1 = 0;
+            for (size_t p = 0; p < lr; p++) { s0 += d0[p] * s[p]; s1 += d1[p] * s[p]; }
+            acc[0][t] += s0; acc[1][t] += s1;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f")))
+static void wgrad_avx512(const float *planes, const float *grads, int group, int cin, int kpad, geom g,
+                         size_t lr, int i, int k0, double acc[2][9]) {
+    __m512 a0[9], a1[9];
+    for (int t = 0; t < 9; t++) a0[t] = a1[t] = _mm512_setzero_ps();
+    for (int img = 0; img < group; img++) {
+        const float *pl = planes + ((size_t)img * cin + i) * g.plane;
+        const float *d0 = grads + ((size_t)img * kpad + k0) * lr, *d1 = d0 + lr;
+        for (size_t p = 0; p < lr; p += 16) {
+            __m512 x0 = _mm512_loadu_ps(d0 + p), x1 = _mm512_loadu_ps(d1 + p);
+            for (int t = 0; t < 9; t++) {
+                __m512 v = _mm512_loadu_ps(pl + p + g.offs[t]);
+                a0[t] = _mm512_fmadd_ps(x0, v, a0[t]);
+                a1[t] = _mm512_fmadd_ps(x1, v, a1[t]);
+            }
+        }
+    }
+    for (int t = 0; t < 9; t++) {
+        acc[0][t] += _mm512_reduce_add_ps(a0[t]);
+        acc[1][t] += _mm512_reduce_add_ps(a1[t]);
+    }
+}
+#endif
+
+void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w,
+                                int cout, float *dweight, float *scratch) {
+    if (n <= 0) return;
+    geom g = make_geom(h, w);
+    size_t lr = round_up(g.len, 16), hw = (size_t)h * w;
+    int kpad = (int)round_up((size_t)cout, 2);
+    int group = wgrad_group(n, cin, cout, g);
+    float *planes = scratch;
+    float *grads = planes + (size_t)group * cin * g.plane + SLACK;
+    /* Borders, the two extra columns of each gradient row and the padding rows stay zero. */
+    memset(scratch, 0, sizeof(float) * wgrad_scratch(n, cin, cout, g));
+    int avx = tk_conv3x3_uses_avx512();
+    for (int n0 = 0; n0 < n; n0 += group) {
+        int m = n - n0 < group ? n - n0 : group;
+        for (int img = 0; img < m; img++) {
+            fill_planes(x + (size_t)(n0 + img) * cin * hw, cin, g, planes + (size_t)img * cin * g.plane);
+            for (int k = 0; k < cout; k++) {
+                const float *src = dy + ((size_t)(n0 + img) * cout + k) * hw;
+                float *dst = grads + ((size_t)img * kpad + k) * lr;
+                for (int r = 0; r < h; r++) memcpy(dst + (size_t)r * g.wp, src + (size_t)r * w, sizeof(float) * w);
+            }
+        }
+        for (int k0 = 0; k0 < cout; k0 += 2)
+            for (int i = 0; i < cin; i++) {
+                double acc[2][9] = {{0}};
+#if defined(__x86_64__)
+                if (avx) wgrad_avx512(planes, grads, m, cin, kpad, g, lr, i, k0, acc); else
+#endif
+                wgrad_portable(planes, grads, m, cin, kpad, g, lr, i, k0, acc);
+                (void)avx;
+                for (int kk = 0; kk < 2 && k0 + kk < cout; kk++)
+                    for (int t = 0; t < 9; t++)
+                        dweight[((size_t)(k0 + kk) * cin + i) * 9 + t] += (float)acc[kk][t];
+            }
+    }
+}

@@ -1,0 +1,67 @@
+#ifndef TRICKS_CKERNELS_H
+#define TRICKS_CKERNELS_H
+
+#include <stddef.h>
+
+/*
+ * Direct 3×3, stride-1, padding-1 convolution over NCHW float32 tensors.
+ *
+ * Each image is copied into a zero-bordered plane of (h+2)×(w+2) per channel;
+ * an output pixel (y, x) then reads tap (dy, dx) at a fixed offset
+ * dy·(w+2)+dx from its own position in that plane, so a run of 16 outputs along
+ * a row (the two border columns included and thrown away afterwards) is one
+ * contiguous load per tap. Forward and input-gradient kernels hold 8 output
+ * channels × 48 positions in registers; the weight-gradient kernel holds
+ * 2 output channels × 9 taps. No im2col matrix, no GEMM.
+ *
+ * AVX-512 code is selected at run time when the CPU has it; otherwise a
+ * portable C version of the same loops runs. `scratch` must hold
+ * tk_conv3x3_scratch(...) floats; its contents on entry do not matter.
+ */
+
+/* Floats of scratch the three functions below need for these shapes. */
+size_t tk_conv3x3_scratch(int n, int cin, int cout, int h, int w);
+
+/* y (n, cout, h, w) = conv(x (n, cin, h, w), weight (cout, cin, 3, 3)). */
+void tk_conv3x3_forward(const float *x, int n, int cin, int h, int w,
+                        const float *weight, int cout, float *y, float *scratch);
+
+/* dx (n, cin, h, w) = input gradient for dy (n, cout, h, w); overwrites dx. */
+void tk_conv3x3_backward_data(const float *dy, int n, int cin, int h, int w,
+                              const float *weight, int cout, float *dx, float *scratch);
+
+/* dweight (cout, cin, 3, 3) += Σ over images and pixels of dy ⊗ x. */
+void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w,
+                                int cout, float *dweight, float *scratch);
+
+/* 1 when the AVX-512 kernels are in use. */
+int tk_conv3x3_uses_avx512(void);
+
+/* Nonzero: use the portable kernels even where AVX-512 exists (tests compare both). */
+void tk_conv3x3_force_portable(int on);
+
+/*
+ * Element-wise kernels of the layers (ReLU, residual add, batch norm). Each has an
+ * AVX-512, an AVX2 and a baseline version chosen at load time; all three round
+ * identically (no contraction into FMAs, sums kept in fixed lanes and combined
+ * in a fixed order), so results never depend on the CPU.
+ */
+
+/* y = max(x, 0) */
+void tk_relu(const float *x, float *y, long n);
+/* dx = y > 0 ? dy : 0 */
+void tk_relu_backward(const float *dy, const float *y, float *dx, long n);
+/* out = a + b */
+void tk_add(const float *a, const float *b, float *out, long n);
+/* out = max(a + b, 0) */
+void tk_add_relu(const float *a, const float *b, float *out, long n);
+/* sums[0] = Σx, sums[1] = Σx², accumulated in double */
+void tk_sums(const float *x, long n, double sums[2]);
+/* sums[0] = Σa, sums[1] = Σa·b, accumulated in double */
+void tk_dot_sums(const float *a, const float *b, long n, double sums[2]);
+/* h = ((x − hi) − lo)·s; y = g·h + b, then max(y, 0) when relu is nonzero */
+void tk_normalize(const float *x, float *h, float *y, long n, float hi, float lo, float s, float g, float b, int relu);
+/* dx = s·(dy − a − h·c) */
+void tk_bn_backward(const float *dy, const float *h, float *dx, long n, float s, float a, float c);
+
+#endif
