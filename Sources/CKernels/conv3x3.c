@@ -53,6 +53,10 @@ static int wgrad_group(int n, int cin, int cout, geom g) {
     return (int)group;
 }
 
+int tk_conv3x3_wgrad_group(int cin, int cout, int h, int w) {
+    return wgrad_group(1 << 30, cin, cout, make_geom(h, w));
+}
+
 static size_t wgrad_scratch(int n, int cin, int cout, geom g) {
     size_t group = (size_t)wgrad_group(n, cin, cout, g);
     return group * ((size_t)cin * g.plane + round_up((size_t)cout, 2) * round_up(g.len, 16)) + SLACK;

@@ -115,6 +115,32 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    func testDirectConv3x3IsIndependentOfThreadCount() {
+        // Images split over threads, weight-gradient groups summed in order: 1, 2 and 3 threads
+        // give the same bits (the shape spans several weight-gradient groups).
+        let x = GradCheck.randomTensor([7, 24, 32, 32], seed: 41)
+        let w = GradCheck.randomTensor([24, 24, 3, 3], seed: 42, scale: 0.1)
+        let dy = GradCheck.randomTensor([7, 24, 32, 32], seed: 43)
+        let saved = BLAS.threads
+        defer { BLAS.setThreads(saved) }
+        var results: [[[Float]]] = []
+        for threads in [1, 2, 3] {
+            BLAS.setThreads(threads)
+            let conv = Conv2d("c", 24, 24, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
+            _ = conv.weight.values.update(from: w.array)
+            conv.weight.grads.update(repeating: 0.25)
+            let y = conv.forward(x, mode: .training).array
+            let dx = conv.backward(dy).array
+            results.append([y, dx, Array(conv.weight.grads)])
+        }
+        for r in results.dropFirst() {
+            for (i, name) in ["y", "dx", "dw"].enumerated() {
+                XCTAssertTrue(r[i] == results[0][i], "\(name) differs between thread counts")
+            }
+        }
+        XCTAssertNotEqual(results[0][2].max(), 0.25)  // the gradient was accumulated
+    }
+
     func testBatchNormTrainingMode() {
         let bn = BatchNorm2d("bn", 3)
         _ = bn.weight.values.update(from: [1.5, -0.7, 0.9])

@@ -34,6 +34,10 @@ void tk_conv3x3_backward_data(const float *dy, int n, int cin, int h, int w,
 void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w,
                                 int cout, float *dweight, float *scratch);
 
+/* Images per group of the weight gradient: it adds each group's sum into dweight in turn,
+ * so calls on consecutive whole groups, summed in order, give the same bits as one call. */
+int tk_conv3x3_wgrad_group(int cin, int cout, int h, int w);
+
 /* 1 when the AVX-512 kernels are in use. */
 int tk_conv3x3_uses_avx512(void);
 

@@ -1,4 +1,5 @@
 import CKernels
+import Dispatch
 
 /// 2-D convolution without bias over NCHW, as `torch.nn.Conv2d(bias=False)`.
 ///
@@ -48,8 +49,58 @@ public final class Conv2d: Layer {
         Conv2d.directConvolution && kernel == 3 && stride == 1 && padding == 1
     }
 
-    private func directScratch(_ g: ConvGeometry) -> UnsafeMutablePointer<Float> {
-        ws.scratch(0, count: tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
+    /// Scratch for each of `workers` threads of the direct kernels (slots 0, 2, 3, …).
+    private func directScratch(_ g: ConvGeometry, workers: Int) -> [UnsafeMutablePointer<Float>] {
+        let count = tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w))
+        return (0..<workers).map { ws.scratch($0 == 0 ? 0 : $0 + 1, count: count) }
+    }
+
+    /// Threads for the direct kernels: as many as OpenBLAS uses, at most one per image.
+    private func directWorkers(_ items: Int) -> Int { max(1, min(BLAS.threads, items)) }
+
+    /// Output (or, with `transposed`, input gradient) through the direct kernels, images split
+    /// over threads; every image is computed alone, so the thread count never changes a bit.
+    private func directPass(_ src: UnsafePointer<Float>, _ g: ConvGeometry, transposed: Bool,
+                            _ dst: UnsafeMutablePointer<Float>) {
+        let workers = directWorkers(g.n), scratch = directScratch(g, workers: workers)
+        let (cin, cout) = transposed ? (outChannels, g.c) : (g.c, outChannels)
+        let hw = g.h * g.w
+        DispatchQueue.concurrentPerform(iterations: workers) { t in
+            let n0 = g.n * t / workers, n1 = g.n * (t + 1) / workers
+            guard n1 > n0 else { return }
+            let s = src + n0 * cin * hw, d = dst + n0 * cout * hw
+            if transposed {
+                tk_conv3x3_backward_data(s, Int32(n1 - n0), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
+                                         Int32(outChannels), d, scratch[t])
+            } else {
+                tk_conv3x3_forward(s, Int32(n1 - n0), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
+                                   Int32(outChannels), d, scratch[t])
+            }
+        }
+    }
+
+    /// Weight gradient through the direct kernel. Images go in the kernel's groups; with
+    /// several threads each group's sum lands in its own buffer and the buffers are added
+    /// in group order, which is exactly the arithmetic of one thread doing all groups.
+    private func directWeightGrad(_ x: Tensor, _ dy: Tensor, _ g: ConvGeometry) {
+        let per = Int(tk_conv3x3_wgrad_group(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
+        let groups = (g.n + per - 1) / per
+        let workers = directWorkers(groups), scratch = directScratch(g, workers: workers)
+        let hw = g.h * g.w
+        func run(_ n0: Int, _ n1: Int, _ dw: UnsafeMutablePointer<Float>, _ s: UnsafeMutablePointer<Float>) {
+            tk_conv3x3_backward_weight(x.data + n0 * g.c * hw, dy.data + n0 * outChannels * hw, Int32(n1 - n0),
+                                       Int32(g.c), Int32(g.h), Int32(g.w), Int32(outChannels), dw, s)
+        }
+        if workers == 1 { run(0, g.n, weight.grad, scratch[0]); return }
+        let size = weight.count
+        let partial = ws.scratch(1, count: groups * size)
+        partial.update(repeating: 0, count: groups * size)
+        DispatchQueue.concurrentPerform(iterations: workers) { t in
+            for i in Swift.stride(from: t, to: groups, by: workers) {
+                run(i * per, min(g.n, (i + 1) * per), partial + i * size, scratch[t])
+            }
+        }
+        for i in 0..<groups { Vec.addInPlace(weight.grad, partial + i * size, size) }
     }
 
     /// Images per GEMM: enough columns for an efficient GEMM, few enough that the
@@ -83,8 +134,7 @@ public final class Conv2d: Layer {
         y.resize([g.n, outChannels, g.oh, g.ow])
         if g.n == 0 || plane == 0 { return y }
         if usesDirectKernel {
-            tk_conv3x3_forward(x.data, Int32(g.n), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
-                               Int32(outChannels), y.data, directScratch(g))
+            directPass(x.data, g, transposed: false, y.data)
             return y
         }
         let col = ws.scratch(0, count: K * chunk * plane)
@@ -109,13 +159,8 @@ public final class Conv2d: Layer {
         dx.resize(x.shape)
         if g.n == 0 || plane == 0 { dx.zero(); return dx }
         if usesDirectKernel {
-            let scratch = directScratch(g)
-            tk_conv3x3_backward_weight(x.data, dyT.data, Int32(g.n), Int32(g.c), Int32(g.h), Int32(g.w),
-                                       Int32(outChannels), weight.grad, scratch)
-            if needsInputGrad {
-                tk_conv3x3_backward_data(dyT.data, Int32(g.n), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
-                                         Int32(outChannels), dx.data, scratch)
-            }
+            directWeightGrad(x, dyT, g)
+            if needsInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
             return dx
         }
         let col = ws.scratch(0, count: K * chunk * plane)
