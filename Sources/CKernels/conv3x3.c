@@ -5,7 +5,7 @@
 #include <immintrin.h>
 #endif
 
-enum { KB = 8, PB = 48, SLACK = 64, GROUP_FLOATS = 1 << 18 };
+enum { KB = 8, PB = 48, WKB = 3, SLACK = 64, GROUP_FLOATS = 1 << 18 };
 
 static int force_portable = 0;
 
@@ -46,7 +46,7 @@ static size_t direct_scratch(int cin, int cout, geom g) {
 
 /* Images per weight-gradient group: their planes stay in L2. */
 static int wgrad_group(int n, int cin, int cout, geom g) {
-    size_t per = (size_t)cin * g.plane + round_up((size_t)cout, 2) * round_up(g.len, 16);
+    size_t per = (size_t)cin * g.plane + round_up((size_t)cout, WKB) * round_up(g.len, 16);
     size_t group = GROUP_FLOATS / (per ? per : 1);
     if (group < 1) group = 1;
     if (group > (size_t)n) group = (size_t)(n > 0 ? n : 1);
@@ -59,7 +59,7 @@ int tk_conv3x3_wgrad_group(int cin, int cout, int h, int w) {
 
 static size_t wgrad_scratch(int n, int cin, int cout, geom g) {
     size_t group = (size_t)wgrad_group(n, cin, cout, g);
-    return group * ((size_t)cin * g.plane + round_up((size_t)cout, 2) * round_up(g.len, 16)) + SLACK;
+    return group * ((size_t)cin * g.plane + round_up((size_t)cout, WKB) * round_up(g.len, 16)) + SLACK;
 }
 
 size_t tk_conv3x3_scratch(int n, int cin, int cout, int h, int w) {
@@ -118,32 +118,40 @@ static void block_portable(const float *planes, int cin, geom g, const float *wb
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx512f")))
-static void block_avx512(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
-    for (size_t p0 = 0; p0 < lr; p0 += PB) {
-        __m512 a[KB][3];
-        for (int j = 0; j < KB; j++) a[j][0] = a[j][1] = a[j][2] = _mm512_setzero_ps();
-        for (int i = 0; i < cin; i++) {
-            const float *src = planes + (size_t)i * g.plane + p0;
-            const float *wi = wb + (size_t)i * 9 * KB;
-            for (int t = 0; t < 9; t++) {
-                const float *s = src + g.offs[t];
-                __m512 v0 = _mm512_loadu_ps(s), v1 = _mm512_loadu_ps(s + 16), v2 = _mm512_loadu_ps(s + 32);
-                const float *wt = wi + t * KB;
-                for (int j = 0; j < KB; j++) {
-                    __m512 b = _mm512_set1_ps(wt[j]);
-                    a[j][0] = _mm512_fmadd_ps(b, v0, a[j][0]);
-                    a[j][1] = _mm512_fmadd_ps(b, v1, a[j][1]);
-                    a[j][2] = _mm512_fmadd_ps(b, v2, a[j][2]);
-                }
+/* 8 output channels × nv vectors of 16 positions from p0; nv is a constant after inlining. */
+__attribute__((target("avx512f"), always_inline))
+static inline void tile_avx512(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr,
+                               size_t p0, int nv) {
+    __m512 a[KB][3];
+    for (int j = 0; j < KB; j++)
+        for (int v = 0; v < nv; v++) a[j][v] = _mm512_setzero_ps();
+    for (int i = 0; i < cin; i++) {
+        const float *src = planes + (size_t)i * g.plane + p0;
+        const float *wi = wb + (size_t)i * 9 * KB;
+        for (int t = 0; t < 9; t++) {
+            const float *s = src + g.offs[t];
+            __m512 x[3];
+            for (int v = 0; v < nv; v++) x[v] = _mm512_loadu_ps(s + 16 * v);
+            const float *wt = wi + t * KB;
+            for (int j = 0; j < KB; j++) {
+                __m512 b = _mm512_set1_ps(wt[j]);
+                for (int v = 0; v < nv; v++) a[j][v] = _mm512_fmadd_ps(b, x[v], a[j][v]);
             }
         }
-        for (int j = 0; j < KB; j++) {
-            float *o = out + (size_t)j * lr + p0;
-            _mm512_storeu_ps(o, a[j][0]);
-            _mm512_storeu_ps(o + 16, a[j][1]);
-            _mm512_storeu_ps(o + 32, a[j][2]);
-        }
+    }
+    for (int j = 0; j < KB; j++)
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(out + (size_t)j * lr + p0 + 16 * v, a[j][v]);
+}
+
+/* Like block_portable, in tiles of 48 positions and a last tile of 16 or 32. */
+__attribute__((target("avx512f")))
+static void block_avx512(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
+    size_t vectors = (g.len + 15) / 16, full = vectors / 3 * 48;
+    for (size_t p0 = 0; p0 < full; p0 += PB) tile_avx512(planes, cin, g, wb, out, lr, p0, 3);
+    switch (vectors % 3) {
+    case 2: tile_avx512(planes, cin, g, wb, out, lr, full, 2); break;
+    case 1: tile_avx512(planes, cin, g, wb, out, lr, full, 1); break;
+    default: break;
     }
 }
 #endif
@@ -195,17 +203,18 @@ void tk_conv3x3_backward_data(const float *dy, int n, int cin, int h, int w,
     run_direct(dy, n, cout, h, w, weight, cin, 1, dx, scratch);
 }
 
-/* Σ over the group's images of d_k[p]·plane_i[p + off_t] for k = k0, k0+1 and all taps, added to acc. */
+/* Σ over the group's images of d_k[p]·plane_i[p + off_t] for k = k0 … k0+2 and all taps, added to acc. */
 static void wgrad_portable(const float *planes, const float *grads, int group, int cin, int kpad, geom g,
-                           size_t lr, int i, int k0, double acc[2][9]) {
+                           size_t lr, int i, int k0, double acc[WKB][9]) {
     for (int img = 0; img < group; img++) {
         const float *pl = planes + ((size_t)img * cin + i) * g.plane;
-        const float *d0 = grads + ((size_t)img * kpad + k0) * lr, *d1 = d0 + lr;
+        const float *d = grads + ((size_t)img * kpad + k0) * lr;
         for (int t = 0; t < 9; t++) {
             const float *s = pl + g.offs[t];
-            float s0 = 0, s1 = 0;
-            for (size_t p = 0; p < lr; p++) { s0 += d0[p] * s[p]; s1 += d1[p] * s[p]; }
-            acc[0][t] += s0; acc[1][t] += s1;
+            float sum[WKB] = {0};
+            for (size_t p = 0; p < lr; p++)
+                for (int kk = 0; kk < WKB; kk++) sum[kk] += d[kk * lr + p] * s[p];
+            for (int kk = 0; kk < WKB; kk++) acc[kk][t] += sum[kk];
         }
     }
 }
@@ -213,24 +222,26 @@ static void wgrad_portable(const float *planes, const float *grads, int group, i
 #if defined(__x86_64__)
 __attribute__((target("avx512f")))
 static void wgrad_avx512(const float *planes, const float *grads, int group, int cin, int kpad, geom g,
-                         size_t lr, int i, int k0, double acc[2][9]) {
-    __m512 a0[9], a1[9];
-    for (int t = 0; t < 9; t++) a0[t] = a1[t] = _mm512_setzero_ps();
+                         size_t lr, int i, int k0, double acc[WKB][9]) {
+    __m512 a0[9], a1[9], a2[9];
+    for (int t = 0; t < 9; t++) a0[t] = a1[t] = a2[t] = _mm512_setzero_ps();
     for (int img = 0; img < group; img++) {
         const float *pl = planes + ((size_t)img * cin + i) * g.plane;
-        const float *d0 = grads + ((size_t)img * kpad + k0) * lr, *d1 = d0 + lr;
+        const float *d0 = grads + ((size_t)img * kpad + k0) * lr, *d1 = d0 + lr, *d2 = d1 + lr;
         for (size_t p = 0; p < lr; p += 16) {
-            __m512 x0 = _mm512_loadu_ps(d0 + p), x1 = _mm512_loadu_ps(d1 + p);
+            __m512 x0 = _mm512_loadu_ps(d0 + p), x1 = _mm512_loadu_ps(d1 + p), x2 = _mm512_loadu_ps(d2 + p);
             for (int t = 0; t < 9; t++) {
                 __m512 v = _mm512_loadu_ps(pl + p + g.offs[t]);
                 a0[t] = _mm512_fmadd_ps(x0, v, a0[t]);
                 a1[t] = _mm512_fmadd_ps(x1, v, a1[t]);
+                a2[t] = _mm512_fmadd_ps(x2, v, a2[t]);
             }
         }
     }
     for (int t = 0; t < 9; t++) {
         acc[0][t] += _mm512_reduce_add_ps(a0[t]);
         acc[1][t] += _mm512_reduce_add_ps(a1[t]);
+        acc[2][t] += _mm512_reduce_add_ps(a2[t]);
     }
 }
 #endif
@@ -240,7 +251,7 @@ void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin,
     if (n <= 0) return;
     geom g = make_geom(h, w);
     size_t lr = round_up(g.len, 16), hw = (size_t)h * w;
-    int kpad = (int)round_up((size_t)cout, 2);
+    int kpad = (int)round_up((size_t)cout, WKB);
     int group = wgrad_group(n, cin, cout, g);
     float *planes = scratch;
     float *grads = planes + (size_t)group * cin * g.plane + SLACK;
@@ -257,15 +268,15 @@ void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin,
                 for (int r = 0; r < h; r++) memcpy(dst + (size_t)r * g.wp, src + (size_t)r * w, sizeof(float) * w);
             }
         }
-        for (int k0 = 0; k0 < cout; k0 += 2)
+        for (int k0 = 0; k0 < cout; k0 += WKB)
             for (int i = 0; i < cin; i++) {
-                double acc[2][9] = {{0}};
+                double acc[WKB][9] = {{0}};
 #if defined(__x86_64__)
                 if (avx) wgrad_avx512(planes, grads, m, cin, kpad, g, lr, i, k0, acc); else
 #endif
                 wgrad_portable(planes, grads, m, cin, kpad, g, lr, i, k0, acc);
                 (void)avx;
-                for (int kk = 0; kk < 2 && k0 + kk < cout; kk++)
+                for (int kk = 0; kk < WKB && k0 + kk < cout; kk++)
                     for (int t = 0; t < 9; t++)
                         dweight[((size_t)(k0 + kk) * cin + i) * 9 + t] += (float)acc[kk][t];
             }

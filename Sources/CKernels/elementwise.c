@@ -62,6 +62,26 @@ CLONES void tk_dot_sums(const float *a, const float *b, long n, double sums[2]) 
     sums[0] = r1; sums[1] = r2;
 }
 
+CLONES void tk_dot_sums_relu(const float *dy, const float *h, long n, float g, float beta, double sums[2]) {
+    double s1[LANES] = {0}, s2[LANES] = {0};
+    long i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float hv = h[i + j], yv = g * hv + beta;
+            double d = yv > 0 ? dy[i + j] : 0;
+            s1[j] += d;
+            s2[j] += d * (double)hv;
+        }
+    double r1 = 0, r2 = 0;
+    for (int j = 0; j < LANES; j++) { r1 += s1[j]; r2 += s2[j]; }
+    for (; i < n; i++) {
+        float hv = h[i], yv = g * hv + beta;
+        double d = yv > 0 ? dy[i] : 0;
+        r1 += d; r2 += d * (double)hv;
+    }
+    sums[0] = r1; sums[1] = r2;
+}
+
 CLONES void tk_normalize(const float *x, float *h, float *y, long n, float hi, float lo, float s, float g, float b,
                          int relu) {
     if (relu) {
@@ -82,4 +102,13 @@ CLONES void tk_normalize(const float *x, float *h, float *y, long n, float hi, f
 
 CLONES void tk_bn_backward(const float *dy, const float *h, float *dx, long n, float s, float a, float c) {
     for (long i = 0; i < n; i++) dx[i] = s * ((dy[i] - a) - h[i] * c);
+}
+
+CLONES void tk_bn_backward_relu(const float *dy, const float *h, float *dx, long n, float s, float a, float c,
+                                float g, float beta) {
+    for (long i = 0; i < n; i++) {
+        float hv = h[i], yv = g * hv + beta;
+        float d = yv > 0 ? dy[i] : 0;
+        dx[i] = s * ((d - a) - hv * c);
+    }
 }

@@ -12,7 +12,7 @@
  * a row (the two border columns included and thrown away afterwards) is one
  * contiguous load per tap. Forward and input-gradient kernels hold 8 output
  * channels × 48 positions in registers; the weight-gradient kernel holds
- * 2 output channels × 9 taps. No im2col matrix, no GEMM.
+ * 3 output channels × 9 taps. No im2col matrix, no GEMM.
  *
  * AVX-512 code is selected at run time when the CPU has it; otherwise a
  * portable C version of the same loops runs. `scratch` must hold
@@ -63,9 +63,15 @@ void tk_add_relu(const float *a, const float *b, float *out, long n);
 void tk_sums(const float *x, long n, double sums[2]);
 /* sums[0] = Σa, sums[1] = Σa·b, accumulated in double */
 void tk_dot_sums(const float *a, const float *b, long n, double sums[2]);
+/* Like tk_dot_sums with a = (g·b + beta > 0 ? dy : 0): the gradient through a ReLU that
+ * followed y = g·h + beta, with the mask recomputed from h exactly as tk_normalize made it. */
+void tk_dot_sums_relu(const float *dy, const float *h, long n, float g, float beta, double sums[2]);
 /* h = ((x − hi) − lo)·s; y = g·h + b, then max(y, 0) when relu is nonzero */
 void tk_normalize(const float *x, float *h, float *y, long n, float hi, float lo, float s, float g, float b, int relu);
 /* dx = s·(dy − a − h·c) */
 void tk_bn_backward(const float *dy, const float *h, float *dx, long n, float s, float a, float c);
+/* The same with dy first masked by the ReLU after y = g·h + beta (see tk_dot_sums_relu). */
+void tk_bn_backward_relu(const float *dy, const float *h, float *dx, long n, float s, float a, float c,
+                         float g, float beta);
 
 #endif

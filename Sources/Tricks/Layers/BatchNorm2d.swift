@@ -130,23 +130,20 @@ public final class BatchNorm2d: Layer {
         else { Vec.normalize(x, h, y, n, mean: m, scale: s, gamma: g, beta: b) }
     }
 
-    /// dy: `(N, C, H, W)` → dx; adds into γ and β gradients.
+    /// dy: `(N, C, H, W)` → dx; adds into γ and β gradients. With the fused ReLU the mask
+    /// is recomputed from x̂ inside both passes rather than applied in a pass of its own.
     public func backward(_ dyIn: Tensor) -> Tensor {
         let N = dyIn.shape[0], C = channels, P = dyIn.shape[2] * dyIn.shape[3]
         dx.resize(dyIn.shape)
-        var dy = dyIn
-        if fusedReLU {   // through the ReLU first: dx holds the masked gradient, updated in place below
-            Vec.reluBackward(dyIn.data, y.data, dx.data, dyIn.count)
-            dy = dx
-        }
-        let dyp = dy.data, hp = xhat.data, dxp = dx.data
-        let gamma = weight.value
+        let dyp = dyIn.data, hp = xhat.data, dxp = dx.data
+        let gamma = weight.value, beta = bias.value
         stats.withUnsafeMutableBufferPointer { st in
             for c in 0..<C {
                 var s1 = 0.0, s2 = 0.0
                 for n in 0..<N {
                     let o = (n * C + c) * P
-                    let (a, b) = Vec.dotSums(dyp + o, hp + o, P)
+                    let (a, b) = fusedReLU ? Vec.dotSumsReLU(dyp + o, hp + o, P, gamma: gamma[c], beta: beta[c])
+                                           : Vec.dotSums(dyp + o, hp + o, P)
                     s1 += a; s2 += b
                 }
                 st[c] = s1; st[C + c] = s2
@@ -159,18 +156,22 @@ public final class BatchNorm2d: Layer {
             }
         }
         for c in 0..<C {
-            let g = Double(gamma[c]) * invStd[c]
-            if lastMode == .inference {
-                let s = Float(g)
-                for n in 0..<N { let o = (n * C + c) * P; Vec.bnBackward(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: 0, meanDyH: 0) }
-                continue
+            let s = Float(Double(gamma[c]) * invStd[c])
+            // Training: dx = γ·σ⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), sums and n over the whole group.
+            // Inference: the statistics are constants, dx = γ·σ⁻¹·dy.
+            var mdy: Float = 0, mdyx: Float = 0
+            if lastMode == .training {
+                let count = max(globalCount, 1)
+                mdy = Float(stats[c] / count); mdyx = Float(stats[C + c] / count)
             }
-            // dx = γ·σ⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), sums and n over the whole group.
-            let count = max(globalCount, 1)
-            let s = Float(g), mdy = Float(stats[c] / count), mdyx = Float(stats[C + c] / count)
             for n in 0..<N {
                 let o = (n * C + c) * P
-                Vec.bnBackward(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: mdy, meanDyH: mdyx)
+                if fusedReLU {
+                    Vec.bnBackwardReLU(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: mdy, meanDyH: mdyx,
+                                       gamma: gamma[c], beta: beta[c])
+                } else {
+                    Vec.bnBackward(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: mdy, meanDyH: mdyx)
+                }
             }
         }
         return dx

@@ -43,6 +43,16 @@ enum Vec {
         return s
     }
 
+    /// (Σd, Σd·h) with d = dy where g·h + b > 0, else 0: the gradient through the ReLU of
+    /// `normalizeReLU`, its mask recomputed from h with the forward's arithmetic.
+    @inline(__always)
+    static func dotSumsReLU(_ dy: UnsafePointer<Float>, _ h: UnsafePointer<Float>, _ n: Int,
+                            gamma g: Float, beta b: Float) -> (Double, Double) {
+        var s = (0.0, 0.0)
+        withUnsafeMutablePointer(to: &s) { $0.withMemoryRebound(to: Double.self, capacity: 2) { tk_dot_sums_relu(dy, h, n, g, b, $0) } }
+        return s
+    }
+
     /// h = (x − m)·s; y = g·h + b. The mean is split into two floats (m = hi + lo) so that
     /// x − m stays accurate when the mean is large relative to the spread.
     @inline(__always)
@@ -65,6 +75,13 @@ enum Vec {
     static func bnBackward(_ dy: UnsafePointer<Float>, _ h: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ n: Int,
                            scale s: Float, meanDy a: Float, meanDyH c: Float) {
         tk_bn_backward(dy, h, dx, n, s, a, c)
+    }
+
+    /// Like `bnBackward` with dy masked as in `dotSumsReLU`.
+    @inline(__always)
+    static func bnBackwardReLU(_ dy: UnsafePointer<Float>, _ h: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ n: Int,
+                               scale s: Float, meanDy a: Float, meanDyH c: Float, gamma g: Float, beta b: Float) {
+        tk_bn_backward_relu(dy, h, dx, n, s, a, c, g, b)
     }
 
     /// y += x
