@@ -12,12 +12,21 @@ steps="${STEPS:-30}"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%Y-%m-%d)"
 echo
 $bin bench --batch-size 32 --threads 1 --steps "$steps"
+header="| ranks | batch/rank | BN | median ms | min ms | wait ms | images/s |
+|---:|---:|---|---:|---:|---:|---:|"
+echo
+echo "The same step with every convolution on im2col + GEMM (no direct kernels):"
+echo; echo "$header"
+$bin bench --batch-size 32 --threads 1 --steps "$steps" --im2col --row
+echo
+echo "The same step with two BLAS threads (the direct kernels split the images over both):"
+echo; echo "$header"
+$bin bench --batch-size 32 --threads 2 --steps "$steps" --row
+echo
 flags=(--oversubscribe -x OPENBLAS_NUM_THREADS=1 --bind-to none)
 [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
 echo "Data-parallel step, global batch 32 (median and min over ranks' mean per step; wait = gradient all-reduce not hidden by backward):"
-echo
-echo "| ranks | batch/rank | BN | median ms | min ms | wait ms | images/s |"
-echo "|---:|---:|---|---:|---:|---:|---:|"
+echo; echo "$header"
 for np in 1 2; do
   for bn in sync local; do
     [ "$np" = 1 ] && [ "$bn" = local ] && continue

@@ -241,12 +241,15 @@ struct Bench: ParsableCommand {
     @Option(help: "sync or local batch norm (under mpirun).") var bn = BNMode.sync
     @Flag(help: "Print only one table row (for scripts that compare configurations).") var row = false
     @Option(help: "Floats of unfolded input per conv GEMM (chunking; for tuning).") var columnBudget: Int?
+    @Flag(help: "Run every convolution through im2col + GEMM, without the direct 3×3 kernels (for comparison).")
+    var im2col = false
 
     func run() throws {
         let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
         defer { mpi?.finalize() }
         BLAS.setThreads(threads)
         if let c = columnBudget { Conv2d.columnBudget = c }
+        if im2col { Conv2d.directConvolution = false }
         var b = StepBenchmark()
         b.model = model; b.batch = batchSize; b.channels = channels; b.size = size; b.steps = steps
         if let mpi { b.comm = mpi }

@@ -73,7 +73,8 @@ public struct StepBenchmark {
         net.profiler = prof
         for _ in 0..<steps { step() }
         net.profiler = nil
-        var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads), OpenBLAS kernels \(BLAS.coreName)\n\n"
+        var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads), OpenBLAS kernels \(BLAS.coreName), "
+            + (Conv2d.directConvolution ? "direct 3×3 kernels (\(Conv2d.directKernelISA))" : "im2col + GEMM for every conv") + "\n\n"
         out += String(format: "%.1f images/s at the median; gradient all-reduce wait after backward %.3f ms/step\n\n",
                       Double(batch) / median, 1e3 * w[0])
         out += "| statistic | ms |\n|---|---:|\n"
@@ -95,7 +96,8 @@ public struct StepBenchmark {
     /// Raw sgemm GFLOP/s at the GEMM shapes of every distinct convolution.
     func gemmTable(_ net: ResNet) -> String {
         var seen = Set<String>()
-        var rows = "Raw `cblas_sgemm` at the shapes the conv layers call (one GEMM per chunk of images):\n\n"
+        var rows = "Raw `cblas_sgemm` at the shapes an im2col + GEMM conv layer calls (one GEMM per chunk of images; "
+            + "the 3×3 stride-1 layers run on the direct kernels unless `--im2col` is given):\n\n"
         rows += "| conv | GEMM (M×N×K) | role | sgemm GFLOP/s |\n|---|---|---|---:|\n"
         var h = size
         var convs: [(Conv2d, Int)] = [(net.conv1, h)]
