@@ -141,6 +141,36 @@ final class LayerGradientTests: XCTestCase {
         XCTAssertNotEqual(results[0][2].max(), 0.25)  // the gradient was accumulated
     }
 
+    func testBatchNormAndElementwiseAreIndependentOfThreadCount() {
+        // Channels split over threads (BN) and ranges split over threads (ReLU): 1, 2 and 3 threads
+        // give the same bits, in training and inference mode, with and without the fused ReLU.
+        let x = GradCheck.randomTensor([8, 12, 24, 24], seed: 51, scale: 3)
+        let dy = GradCheck.randomTensor([8, 12, 24, 24], seed: 52)
+        let saved = BLAS.threads
+        defer { BLAS.setThreads(saved) }
+        var results: [[Float]] = []
+        for threads in [1, 2, 3] {
+            BLAS.setThreads(threads)
+            var r: [Float] = []
+            for fused in [false, true] {
+                let bn = BatchNorm2d("bn", 12)
+                bn.fusedReLU = fused
+                for i in 0..<12 { bn.weight.value[i] = Float(i) * 0.3 - 1; bn.bias.value[i] = Float(i % 3) * 0.2 }
+                for mode in [Mode.training, .inference] {
+                    r += bn.forward(x, mode: mode).array + bn.backward(dy).array
+                    r += Array(bn.weight.grads) + Array(bn.bias.grads)
+                    r += Array(UnsafeBufferPointer(start: bn.runningMean, count: 12))
+                    r += Array(UnsafeBufferPointer(start: bn.runningVar, count: 12))
+                }
+            }
+            let relu = ReLU()
+            r += relu.forward(x, mode: .training).array + relu.backward(dy).array
+            results.append(r)
+        }
+        XCTAssertTrue(results[1] == results[0], "2 threads differ from 1")
+        XCTAssertTrue(results[2] == results[0], "3 threads differ from 1")
+    }
+
     func testBatchNormTrainingMode() {
         let bn = BatchNorm2d("bn", 3)
         _ = bn.weight.values.update(from: [1.5, -0.7, 0.9])

@@ -35,8 +35,8 @@ public final class BatchNorm2d: Layer {
     private let y = Tensor(shape: [0])
     private let dx = Tensor(shape: [0])
     private let xhat = Tensor(shape: [0])            // (N, C, H, W) normalized input
-    private var invStd: [Double]                      // (C)
-    private var stats: [Double]                       // [Σ·(C), Σ·(C), n] exchange buffer
+    private let invStd: UnsafeMutablePointer<Double>  // (C)
+    private let stats: UnsafeMutablePointer<Double>   // [Σ·(C), Σ·(C), n] exchange buffer
     private var lastMode = Mode.training
     private var globalCount = 0.0
 
@@ -51,11 +51,14 @@ public final class BatchNorm2d: Layer {
         runningMean = .allocate(capacity: channels); runningMean.initialize(repeating: 0, count: channels)
         runningVar = .allocate(capacity: channels); runningVar.initialize(repeating: 1, count: channels)
         numBatchesTracked = .allocate(capacity: 1); numBatchesTracked.initialize(to: 0)
-        invStd = .init(repeating: 0, count: channels)
-        stats = .init(repeating: 0, count: 2 * channels + 1)
+        invStd = .allocate(capacity: channels); invStd.initialize(repeating: 0, count: channels)
+        stats = .allocate(capacity: 2 * channels + 1); stats.initialize(repeating: 0, count: 2 * channels + 1)
     }
 
-    deinit { runningMean.deallocate(); runningVar.deallocate(); numBatchesTracked.deallocate() }
+    deinit {
+        runningMean.deallocate(); runningVar.deallocate(); numBatchesTracked.deallocate()
+        invStd.deallocate(); stats.deallocate()
+    }
 
     public var parameters: [Parameter] { [weight, bias] }
 
@@ -78,46 +81,60 @@ public final class BatchNorm2d: Layer {
         let xp = x.data, yp = y.data, hp = xhat.data
         let gamma = weight.value, beta = bias.value
         if mode == .inference {
-            for c in 0..<C {
-                let istd = 1 / (Double(runningVar[c]) + eps).squareRoot()
-                invStd[c] = istd
-                let m = Double(runningMean[c]), s = Float(istd), g = gamma[c], b = beta[c]
-                for n in 0..<N {
-                    let o = (n * C + c) * P
-                    normalize(xp + o, hp + o, yp + o, P, m, s, g, b)
+            Parallel.ranges(C, cost: N * P) { c0, c1 in
+                for c in c0..<c1 {
+                    let istd = 1 / (Double(runningVar[c]) + eps).squareRoot()
+                    invStd[c] = istd
+                    let m = Double(runningMean[c]), s = Float(istd), g = gamma[c], b = beta[c]
+                    for n in 0..<N {
+                        let o = (n * C + c) * P
+                        normalize(xp + o, hp + o, yp + o, P, m, s, g, b)
+                    }
                 }
             }
             return y
         }
-        // Per-channel Σx and Σx² in Double.
-        stats.withUnsafeMutableBufferPointer { st in
-            for c in 0..<C {
-                var s1 = 0.0, s2 = 0.0
-                for n in 0..<N {
-                    let (a, b) = Vec.sums(xp + (n * C + c) * P, P)
-                    s1 += a; s2 += b
-                }
-                st[c] = s1; st[C + c] = s2
+        let st = stats
+        /// Per-channel Σx and Σx² in Double.
+        func sums(_ c: Int) {
+            var s1 = 0.0, s2 = 0.0
+            for n in 0..<N {
+                let (a, b) = Vec.sums(xp + (n * C + c) * P, P)
+                s1 += a; s2 += b
             }
-            st[2 * C] = Double(N * P)
-            if isSynced { group!.allreduceSum(st) }
+            st[c] = s1; st[C + c] = s2
         }
-        let count = stats[2 * C]
-        globalCount = count
-        if count == 0 { return y }  // every rank empty: nothing to normalize or track
-        for c in 0..<C {
-            let mean = stats[c] / count
-            let variance = max(stats[C + c] / count - mean * mean, 0)
+        /// Normalizes channel c with the statistics in `stats` and moves its running statistics.
+        func apply(_ c: Int, _ count: Double) {
+            let mean = st[c] / count
+            let variance = max(st[C + c] / count - mean * mean, 0)
             let istd = 1 / (variance + eps).squareRoot()
             invStd[c] = istd
-            let m = mean, s = Float(istd), g = gamma[c], b = beta[c]
+            let s = Float(istd), g = gamma[c], b = beta[c]
             for n in 0..<N {
                 let o = (n * C + c) * P
-                normalize(xp + o, hp + o, yp + o, P, m, s, g, b)
+                normalize(xp + o, hp + o, yp + o, P, mean, s, g, b)
             }
             let unbiased = count > 1 ? variance * count / (count - 1) : variance
             runningMean[c] = Float((1 - momentum) * Double(runningMean[c]) + momentum * mean)
             runningVar[c] = Float((1 - momentum) * Double(runningVar[c]) + momentum * unbiased)
+        }
+        let count: Double
+        if isSynced {
+            // Statistics of every rank's batch: sums, one all-reduce, then normalize.
+            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c) } }
+            st[2 * C] = Double(N * P)
+            group!.allreduceSum(UnsafeMutableBufferPointer(start: st, count: 2 * C + 1))
+            count = st[2 * C]
+            globalCount = count
+            if count == 0 { return y }  // every rank empty: nothing to normalize or track
+            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { apply(c, count) } }
+        } else {
+            // Local statistics: each channel normalized right after its sums, while still in cache.
+            count = Double(N * P)
+            globalCount = count
+            if count == 0 { return y }
+            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c); apply(c, count) } }
         }
         numBatchesTracked.pointee += 1
         return y
@@ -137,8 +154,9 @@ public final class BatchNorm2d: Layer {
         dx.resize(dyIn.shape)
         let dyp = dyIn.data, hp = xhat.data, dxp = dx.data
         let gamma = weight.value, beta = bias.value
-        stats.withUnsafeMutableBufferPointer { st in
-            for c in 0..<C {
+        let st = stats
+        Parallel.ranges(C, cost: N * P) { c0, c1 in
+            for c in c0..<c1 {
                 var s1 = 0.0, s2 = 0.0
                 for n in 0..<N {
                     let o = (n * C + c) * P
@@ -150,27 +168,29 @@ public final class BatchNorm2d: Layer {
                 weight.grad[c] += Float(s2)
                 bias.grad[c] += Float(s1)
             }
-            if lastMode == .training && isSynced {
-                st[2 * C] = 0
-                group!.allreduceSum(UnsafeMutableBufferPointer(rebasing: st[0..<2 * C]))
-            }
         }
-        for c in 0..<C {
-            let s = Float(Double(gamma[c]) * invStd[c])
-            // Training: dx = γ·σ⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), sums and n over the whole group.
-            // Inference: the statistics are constants, dx = γ·σ⁻¹·dy.
-            var mdy: Float = 0, mdyx: Float = 0
-            if lastMode == .training {
-                let count = max(globalCount, 1)
-                mdy = Float(stats[c] / count); mdyx = Float(stats[C + c] / count)
-            }
-            for n in 0..<N {
-                let o = (n * C + c) * P
-                if fusedReLU {
-                    Vec.bnBackwardReLU(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: mdy, meanDyH: mdyx,
-                                       gamma: gamma[c], beta: beta[c])
-                } else {
-                    Vec.bnBackward(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: mdy, meanDyH: mdyx)
+        if lastMode == .training && isSynced {
+            st[2 * C] = 0
+            group!.allreduceSum(UnsafeMutableBufferPointer(start: st, count: 2 * C))
+        }
+        Parallel.ranges(C, cost: N * P) { c0, c1 in
+            for c in c0..<c1 {
+                let s = Float(Double(gamma[c]) * invStd[c])
+                // Training: dx = γ·σ⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), sums and n over the whole group.
+                // Inference: the statistics are constants, dx = γ·σ⁻¹·dy.
+                var mdy: Float = 0, mdyx: Float = 0
+                if lastMode == .training {
+                    let count = max(globalCount, 1)
+                    mdy = Float(st[c] / count); mdyx = Float(st[C + c] / count)
+                }
+                for n in 0..<N {
+                    let o = (n * C + c) * P
+                    if fusedReLU {
+                        Vec.bnBackwardReLU(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: mdy, meanDyH: mdyx,
+                                           gamma: gamma[c], beta: beta[c])
+                    } else {
+                        Vec.bnBackward(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: mdy, meanDyH: mdyx)
+                    }
                 }
             }
         }

@@ -1,30 +1,31 @@
 import CKernels
 
 /// Element-wise kernels of the layers. The loops live in `CKernels`, compiled for AVX-512,
-/// AVX2 and baseline x86-64 and chosen at load time, with identical rounding on each.
+/// AVX2 and baseline x86-64 and chosen at load time, with identical rounding on each;
+/// whole-tensor operations are split over threads by `Parallel`.
 enum Vec {
     /// y = max(x, 0)
     @inline(__always)
     static func relu(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-        tk_relu(x, y, n)
+        Parallel.ranges(n) { lo, hi in tk_relu(x + lo, y + lo, hi - lo) }
     }
 
     /// dx = y > 0 ? dy : 0
     @inline(__always)
     static func reluBackward(_ dy: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ n: Int) {
-        tk_relu_backward(dy, y, dx, n)
+        Parallel.ranges(n) { lo, hi in tk_relu_backward(dy + lo, y + lo, dx + lo, hi - lo) }
     }
 
     /// out = a + b
     @inline(__always)
     static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
-        tk_add(a, b, out, n)
+        Parallel.ranges(n) { lo, hi in tk_add(a + lo, b + lo, out + lo, hi - lo) }
     }
 
     /// out = max(a + b, 0)
     @inline(__always)
     static func addReLU(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
-        tk_add_relu(a, b, out, n)
+        Parallel.ranges(n) { lo, hi in tk_add_relu(a + lo, b + lo, out + lo, hi - lo) }
     }
 
     /// (Σx, Σx²) in Double.
@@ -87,6 +88,6 @@ enum Vec {
     /// y += x
     @inline(__always)
     static func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
-        tk_add(y, x, y, n)
+        add(y, x, y, n)
     }
 }
