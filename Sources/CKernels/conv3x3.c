@@ -220,30 +220,33 @@ static void wgrad_portable(const float *planes, const float *grads, int group, i
 }
 
 #if defined(__x86_64__)
+/* The 27 accumulators are named variables, not an array: clang then keeps all of them, the
+ * three gradient rows and the loaded plane vector in the 32 registers without spilling. */
+#define WG_DECL(t) __m512 a0_##t = _mm512_setzero_ps(), a1_##t = a0_##t, a2_##t = a0_##t; \
+                   const size_t o##t = (size_t)g.offs[t];
+#define WG_TAP(t) { __m512 v = _mm512_loadu_ps(q + o##t); a0_##t = _mm512_fmadd_ps(x0, v, a0_##t); \
+                    a1_##t = _mm512_fmadd_ps(x1, v, a1_##t); a2_##t = _mm512_fmadd_ps(x2, v, a2_##t); }
+#define WG_SUM(t) { acc[0][t] += _mm512_reduce_add_ps(a0_##t); acc[1][t] += _mm512_reduce_add_ps(a1_##t); \
+                    acc[2][t] += _mm512_reduce_add_ps(a2_##t); }
+
 __attribute__((target("avx512f")))
 static void wgrad_avx512(const float *planes, const float *grads, int group, int cin, int kpad, geom g,
                          size_t lr, int i, int k0, double acc[WKB][9]) {
-    __m512 a0[9], a1[9], a2[9];
-    for (int t = 0; t < 9; t++) a0[t] = a1[t] = a2[t] = _mm512_setzero_ps();
+    WG_DECL(0) WG_DECL(1) WG_DECL(2) WG_DECL(3) WG_DECL(4) WG_DECL(5) WG_DECL(6) WG_DECL(7) WG_DECL(8)
     for (int img = 0; img < group; img++) {
         const float *pl = planes + ((size_t)img * cin + i) * g.plane;
         const float *d0 = grads + ((size_t)img * kpad + k0) * lr, *d1 = d0 + lr, *d2 = d1 + lr;
         for (size_t p = 0; p < lr; p += 16) {
             __m512 x0 = _mm512_loadu_ps(d0 + p), x1 = _mm512_loadu_ps(d1 + p), x2 = _mm512_loadu_ps(d2 + p);
-            for (int t = 0; t < 9; t++) {
-                __m512 v = _mm512_loadu_ps(pl + p + g.offs[t]);
-                a0[t] = _mm512_fmadd_ps(x0, v, a0[t]);
-                a1[t] = _mm512_fmadd_ps(x1, v, a1[t]);
-                a2[t] = _mm512_fmadd_ps(x2, v, a2[t]);
-            }
+            const float *q = pl + p;
+            WG_TAP(0) WG_TAP(1) WG_TAP(2) WG_TAP(3) WG_TAP(4) WG_TAP(5) WG_TAP(6) WG_TAP(7) WG_TAP(8)
         }
     }
-    for (int t = 0; t < 9; t++) {
-        acc[0][t] += _mm512_reduce_add_ps(a0[t]);
-        acc[1][t] += _mm512_reduce_add_ps(a1[t]);
-        acc[2][t] += _mm512_reduce_add_ps(a2[t]);
-    }
+    WG_SUM(0) WG_SUM(1) WG_SUM(2) WG_SUM(3) WG_SUM(4) WG_SUM(5) WG_SUM(6) WG_SUM(7) WG_SUM(8)
 }
+#undef WG_DECL
+#undef WG_TAP
+#undef WG_SUM
 #endif
 
 void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w,
