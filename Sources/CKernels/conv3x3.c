@@ -21,20 +21,39 @@ int tk_conv3x3_uses_avx512(void) {
 
 static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
-/* Geometry of the zero-bordered planes. */
+/*
+ * Geometry of the zero-bordered planes. Stride 1: one (h+2)×(w+2) plane per channel, tap
+ * (dy, dx) at offset dy·(w+2)+dx. Stride 2: the padded image split into its four phases
+ * (even/odd rows × even/odd columns), each (oh+1)×(ow+1); tap (dy, dx) reads phase
+ * (dy mod 2, dx mod 2) at offset ⌊dy/2⌋·(ow+1)+⌊dx/2⌋, so outputs are again contiguous.
+ */
 typedef struct {
-    int h, w, wp;      /* image height, width; padded width w+2 */
-    size_t plane;      /* (h+2)·(w+2) */
-    size_t len;        /* h·(w+2): output positions in padded-width coordinates */
-    int offs[9];       /* tap (dy, dx) → dy·(w+2)+dx */
+    int ih, iw, stride; /* input height, width; stride 1 or 2 */
+    int h, w, wp;      /* output height, width; row pitch of positions and planes */
+    size_t plane;      /* floats per channel (all phases) */
+    size_t quarter;    /* floats per phase (stride 2) */
+    size_t len;        /* h·wp: output positions in padded-pitch coordinates */
+    int offs[9];       /* tap (dy, dx) → offset from an output position */
 } geom;
 
-static geom make_geom(int h, int w) {
+static geom make_geom(int ih, int iw, int stride) {
     geom g;
-    g.h = h; g.w = w; g.wp = w + 2;
-    g.plane = (size_t)(h + 2) * (size_t)(w + 2);
-    g.len = (size_t)h * (size_t)(w + 2);
-    for (int t = 0; t < 9; t++) g.offs[t] = (t / 3) * g.wp + t % 3;
+    g.ih = ih; g.iw = iw; g.stride = stride;
+    if (stride == 1) {
+        g.h = ih; g.w = iw; g.wp = iw + 2;
+        g.plane = (size_t)(ih + 2) * (size_t)(iw + 2);
+        g.quarter = g.plane;
+        for (int t = 0; t < 9; t++) g.offs[t] = (t / 3) * g.wp + t % 3;
+    } else {
+        g.h = (ih - 1) / 2 + 1; g.w = (iw - 1) / 2 + 1; g.wp = g.w + 1;
+        g.quarter = (size_t)(g.h + 1) * (size_t)g.wp;
+        g.plane = 4 * g.quarter;
+        for (int t = 0; t < 9; t++) {
+            int dy = t / 3, dx = t % 3;
+            g.offs[t] = (int)(((dy % 2) * 2 + dx % 2) * g.quarter) + (dy / 2) * g.wp + dx / 2;
+        }
+    }
+    g.len = (size_t)g.h * (size_t)g.wp;
     return g;
 }
 
@@ -53,8 +72,8 @@ static int wgrad_group(int n, int cin, int cout, geom g) {
     return (int)group;
 }
 
-int tk_conv3x3_wgrad_group(int cin, int cout, int h, int w) {
-    return wgrad_group(1 << 30, cin, cout, make_geom(h, w));
+int tk_conv3x3_wgrad_group(int cin, int cout, int h, int w, int stride) {
+    return wgrad_group(1 << 30, cin, cout, make_geom(h, w, stride));
 }
 
 static size_t wgrad_scratch(int n, int cin, int cout, geom g) {
@@ -62,19 +81,33 @@ static size_t wgrad_scratch(int n, int cin, int cout, geom g) {
     return group * ((size_t)cin * g.plane + round_up((size_t)cout, WKB) * round_up(g.len, 16)) + SLACK;
 }
 
-size_t tk_conv3x3_scratch(int n, int cin, int cout, int h, int w) {
-    geom g = make_geom(h, w);
+size_t tk_conv3x3_scratch(int n, int cin, int cout, int h, int w, int stride) {
+    geom g = make_geom(h, w, stride);
     size_t a = direct_scratch(cin, cout, g), b = direct_scratch(cout, cin, g), c = wgrad_scratch(n, cin, cout, g);
     size_t m = a > b ? a : b;
     return m > c ? m : c;
 }
 
-/* Copies image planes (c channels of h×w) into zero-bordered planes; borders must already be zero. */
+/* Copies one image's channels (ih×iw each) into zero-bordered planes; borders must already be zero. */
 static void fill_planes(const float *x, int c, geom g, float *planes) {
     for (int ch = 0; ch < c; ch++) {
-        const float *src = x + (size_t)ch * g.h * g.w;
-        float *dst = planes + (size_t)ch * g.plane + g.wp + 1;
-        for (int y = 0; y < g.h; y++) memcpy(dst + (size_t)y * g.wp, src + (size_t)y * g.w, sizeof(float) * g.w);
+        const float *src = x + (size_t)ch * g.ih * g.iw;
+        float *dst = planes + (size_t)ch * g.plane;
+        if (g.stride == 1) {
+            for (int y = 0; y < g.ih; y++) memcpy(dst + (size_t)(y + 1) * g.wp + 1, src + (size_t)y * g.iw, sizeof(float) * g.iw);
+            continue;
+        }
+        /* Padded row r = input row r−1 goes to phase row r/2 of phases (r mod 2, ·). */
+        for (int y = 0; y < g.ih; y++) {
+            int r = y + 1;
+            float *even = dst + (size_t)((r % 2) * 2) * g.quarter + (size_t)(r / 2) * g.wp;  /* even padded columns */
+            float *odd = even + g.quarter;                                                     /* odd padded columns */
+            const float *row = src + (size_t)y * g.iw;
+            for (int x = 0; x < g.iw; x++) {
+                int col = x + 1;
+                (col % 2 ? odd : even)[col / 2] = row[x];
+            }
+        }
     }
 }
 
@@ -164,9 +197,9 @@ static void direct(const float *x, int n, int cin, geom g, const float *packed, 
     memset(planes, 0, sizeof(float) * ((size_t)cin * g.plane + SLACK));
     int blocks = (cout + KB - 1) / KB;
     int avx = tk_conv3x3_uses_avx512();
-    size_t hw = (size_t)g.h * g.w;
+    size_t hw = (size_t)g.h * g.w, in = (size_t)g.ih * g.iw;
     for (int img = 0; img < n; img++) {
-        fill_planes(x + (size_t)img * cin * hw, cin, g, planes);
+        fill_planes(x + (size_t)img * cin * in, cin, g, planes);
         for (int b = 0; b < blocks; b++) {
             const float *wb = packed + (size_t)b * cin * 9 * KB;
 #if defined(__x86_64__)
@@ -185,22 +218,22 @@ static void direct(const float *x, int n, int cin, geom g, const float *packed, 
 
 /* A conv from `inputs` to `outputs` channels of the layer's weight (cout, cin, 3, 3), transposed
  * and flipped for the input gradient. */
-static void run_direct(const float *x, int n, int inputs, int h, int w, const float *weight, int outputs,
-                       int transpose, float *y, float *scratch) {
-    geom g = make_geom(h, w);
+static void run_direct(const float *x, int n, int inputs, int h, int w, int stride, const float *weight,
+                       int outputs, int transpose, float *y, float *scratch) {
+    geom g = make_geom(h, w, stride);
     float *packed = scratch;
     pack_weights(weight, outputs, inputs, transpose, packed);
     direct(x, n, inputs, g, packed, outputs, y, packed + round_up((size_t)outputs, KB) * inputs * 9);
 }
 
-void tk_conv3x3_forward(const float *x, int n, int cin, int h, int w,
+void tk_conv3x3_forward(const float *x, int n, int cin, int h, int w, int stride,
                         const float *weight, int cout, float *y, float *scratch) {
-    run_direct(x, n, cin, h, w, weight, cout, 0, y, scratch);
+    run_direct(x, n, cin, h, w, stride, weight, cout, 0, y, scratch);
 }
 
 void tk_conv3x3_backward_data(const float *dy, int n, int cin, int h, int w,
                               const float *weight, int cout, float *dx, float *scratch) {
-    run_direct(dy, n, cout, h, w, weight, cin, 1, dx, scratch);
+    run_direct(dy, n, cout, h, w, 1, weight, cin, 1, dx, scratch);
 }
 
 /* Σ over the group's images of d_k[p]·plane_i[p + off_t] for k = k0 … k0+2 and all taps, added to acc. */
@@ -249,11 +282,11 @@ static void wgrad_avx512(const float *planes, const float *grads, int group, int
 #undef WG_SUM
 #endif
 
-void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w,
+void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w, int stride,
                                 int cout, float *dweight, float *scratch) {
     if (n <= 0) return;
-    geom g = make_geom(h, w);
-    size_t lr = round_up(g.len, 16), hw = (size_t)h * w;
+    geom g = make_geom(h, w, stride);
+    size_t lr = round_up(g.len, 16), hw = (size_t)g.h * g.w, in = (size_t)h * w;
     int kpad = (int)round_up((size_t)cout, WKB);
     int group = wgrad_group(n, cin, cout, g);
     float *planes = scratch;
@@ -264,11 +297,11 @@ void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin,
     for (int n0 = 0; n0 < n; n0 += group) {
         int m = n - n0 < group ? n - n0 : group;
         for (int img = 0; img < m; img++) {
-            fill_planes(x + (size_t)(n0 + img) * cin * hw, cin, g, planes + (size_t)img * cin * g.plane);
+            fill_planes(x + (size_t)(n0 + img) * cin * in, cin, g, planes + (size_t)img * cin * g.plane);
             for (int k = 0; k < cout; k++) {
                 const float *src = dy + ((size_t)(n0 + img) * cout + k) * hw;
                 float *dst = grads + ((size_t)img * kpad + k) * lr;
-                for (int r = 0; r < h; r++) memcpy(dst + (size_t)r * g.wp, src + (size_t)r * w, sizeof(float) * w);
+                for (int r = 0; r < g.h; r++) memcpy(dst + (size_t)r * g.wp, src + (size_t)r * g.w, sizeof(float) * g.w);
             }
         }
         for (int k0 = 0; k0 < cout; k0 += WKB)

@@ -20,31 +20,34 @@ final class LayerGradientTests: XCTestCase {
         // Output, input gradient and weight gradient of the direct kernels (AVX-512 where the CPU
         // has it, and the portable C loops) against a float64 convolution, at shapes that hit the
         // kernels' edges: output channels not a multiple of the 8-channel block or of the
-        // 2-channel weight-gradient pair, rows shorter and longer than one 48-wide register
-        // block, a 1×1 image, and images split over several weight-gradient groups.
-        let shapes: [(n: Int, c: Int, k: Int, h: Int, w: Int)] = [
-            (2, 3, 5, 5, 6), (1, 9, 12, 1, 1), (2, 4, 3, 7, 33), (3, 1, 2, 180, 180), (2, 16, 16, 8, 8),
+        // 3-channel weight-gradient block, rows shorter and longer than one 48-wide register
+        // block, a 1×1 image, images split over several weight-gradient groups, and stride 2
+        // (phase planes) with even and odd sizes. At stride 2 the input gradient is the GEMM path's.
+        let shapes: [(n: Int, c: Int, k: Int, h: Int, w: Int, s: Int)] = [
+            (2, 3, 5, 5, 6, 1), (1, 9, 12, 1, 1, 1), (2, 4, 3, 7, 33, 1), (3, 1, 2, 180, 180, 1), (2, 16, 16, 8, 8, 1),
+            (2, 3, 5, 8, 8, 2), (2, 4, 7, 7, 9, 2), (1, 2, 3, 1, 1, 2), (3, 1, 2, 130, 131, 2),
         ]
         defer { Conv2d.forcePortableKernels(false) }
         for portable in [false, true] {
             Conv2d.forcePortableKernels(portable)
             for (si, s) in shapes.enumerated() {
+                let oh = (s.h - 1) / s.s + 1, ow = (s.w - 1) / s.s + 1
                 let x = GradCheck.randomTensor([s.n, s.c, s.h, s.w], seed: 10 + UInt64(si))
                 let w = GradCheck.randomTensor([s.k, s.c, 3, 3], seed: 20 + UInt64(si))
-                let dy = GradCheck.randomTensor([s.n, s.k, s.h, s.w], seed: 30 + UInt64(si))
-                var y = [Double](repeating: 0, count: s.n * s.k * s.h * s.w)
+                let dy = GradCheck.randomTensor([s.n, s.k, oh, ow], seed: 30 + UInt64(si))
+                var y = [Double](repeating: 0, count: s.n * s.k * oh * ow)
                 var dx = [Double](repeating: 0, count: x.count)
                 var dw = [Double](repeating: 0.5, count: w.count)   // backward adds into the gradient
                 for n in 0..<s.n { for o in 0..<s.k { for c in 0..<s.c { for i in 0..<3 { for j in 0..<3 {
                     let wv = Double(w[((o * s.c + c) * 3 + i) * 3 + j])
                     var gw = 0.0
-                    for oh in 0..<s.h {
-                        let ih = oh - 1 + i
+                    for r in 0..<oh {
+                        let ih = r * s.s - 1 + i
                         guard ih >= 0 && ih < s.h else { continue }
-                        for ow in 0..<s.w {
-                            let iw = ow - 1 + j
+                        for q in 0..<ow {
+                            let iw = q * s.s - 1 + j
                             guard iw >= 0 && iw < s.w else { continue }
-                            let xi = ((n * s.c + c) * s.h + ih) * s.w + iw, yi = ((n * s.k + o) * s.h + oh) * s.w + ow
+                            let xi = ((n * s.c + c) * s.h + ih) * s.w + iw, yi = ((n * s.k + o) * oh + r) * ow + q
                             y[yi] += Double(x[xi]) * wv
                             dx[xi] += Double(dy[yi]) * wv
                             gw += Double(dy[yi]) * Double(x[xi])
@@ -52,8 +55,9 @@ final class LayerGradientTests: XCTestCase {
                     }
                     dw[((o * s.c + c) * 3 + i) * 3 + j] += gw
                 } } } } }
-                let conv = Conv2d("c", s.c, s.k, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
+                let conv = Conv2d("c", s.c, s.k, kernel: 3, stride: s.s, padding: 1, workspace: Workspace())
                 XCTAssertTrue(conv.usesDirectKernel)
+                XCTAssertEqual(conv.usesDirectInputGrad, s.s == 1)
                 _ = conv.weight.values.update(from: w.array)
                 conv.weight.grads.update(repeating: 0.5)
                 let out = conv.forward(x, mode: .training).array
@@ -61,7 +65,7 @@ final class LayerGradientTests: XCTestCase {
                 let gw = Array(conv.weight.grads)
                 let tag = "\(portable ? "portable" : Conv2d.directKernelISA) \(s)"
                 // Float32 sums of `terms` products: error bound 1e-6·√terms relative to the largest value.
-                let checks = [("y", out, y, s.c * 9), ("dx", gx, dx, s.k * 9), ("dw", gw, dw, s.n * s.h * s.w)]
+                let checks = [("y", out, y, s.c * 9), ("dx", gx, dx, s.k * 9), ("dw", gw, dw, s.n * oh * ow)]
                 for (name, got, want, terms) in checks {
                     XCTAssertEqual(got.count, want.count, "\(tag) \(name) size")
                     let scale = max(1, want.map { abs($0) }.max() ?? 0)
@@ -74,9 +78,14 @@ final class LayerGradientTests: XCTestCase {
     }
 
     func testConv3x3Stride2Pad1() {
-        let c = Conv2d("c", 2, 3, kernel: 3, stride: 2, padding: 1, workspace: Workspace())
-        _ = c.weight.values.update(from: GradCheck.randomTensor([3, 2, 3, 3], seed: 3, scale: 0.3).array)
-        GradCheck.checkLayer(c, input: GradCheck.randomTensor([3, 2, 7, 6], seed: 4))
+        defer { Conv2d.directConvolution = true }
+        for direct in [true, false] {
+            Conv2d.directConvolution = direct
+            let c = Conv2d("c", 2, 3, kernel: 3, stride: 2, padding: 1, workspace: Workspace())
+            XCTAssertEqual(c.usesDirectKernel, direct)
+            _ = c.weight.values.update(from: GradCheck.randomTensor([3, 2, 3, 3], seed: 3, scale: 0.3).array)
+            GradCheck.checkLayer(c, input: GradCheck.randomTensor([3, 2, 7, 6], seed: 4))
+        }
     }
 
     func testConv1x1Stride2AndStride1() {
@@ -104,7 +113,8 @@ final class LayerGradientTests: XCTestCase {
             ref[((n * 4 + o) * 3 + oh) * 3 + ow] = s
         } } } }
         let saved = Conv2d.columnBudget
-        defer { Conv2d.columnBudget = saved }
+        Conv2d.directConvolution = false
+        defer { Conv2d.columnBudget = saved; Conv2d.directConvolution = true }
         for budget in [1, 27 * 9 * 2, 1 << 20] {
             Conv2d.columnBudget = budget
             let c = Conv2d("c", 3, 4, kernel: 3, stride: 2, padding: 1, workspace: Workspace())

@@ -4,13 +4,15 @@
 #include <stddef.h>
 
 /*
- * Direct 3×3, stride-1, padding-1 convolution over NCHW float32 tensors.
+ * Direct 3×3, padding-1 convolution over NCHW float32 tensors, stride 1 or 2
+ * (the input gradient: stride 1 only).
  *
  * Each image is copied into a zero-bordered plane of (h+2)×(w+2) per channel;
  * an output pixel (y, x) then reads tap (dy, dx) at a fixed offset
  * dy·(w+2)+dx from its own position in that plane, so a run of 16 outputs along
  * a row (the two border columns included and thrown away afterwards) is one
- * contiguous load per tap. Forward and input-gradient kernels hold 8 output
+ * contiguous load per tap. With stride 2 each channel is split into its four
+ * phases (even/odd rows × columns) and a tap reads one phase, again contiguously. Forward and input-gradient kernels hold 8 output
  * channels × 48 positions in registers; the weight-gradient kernel holds
  * 3 output channels × 9 taps. No im2col matrix, no GEMM.
  *
@@ -20,23 +22,23 @@
  */
 
 /* Floats of scratch the three functions below need for these shapes. */
-size_t tk_conv3x3_scratch(int n, int cin, int cout, int h, int w);
+size_t tk_conv3x3_scratch(int n, int cin, int cout, int h, int w, int stride);
 
-/* y (n, cout, h, w) = conv(x (n, cin, h, w), weight (cout, cin, 3, 3)). */
-void tk_conv3x3_forward(const float *x, int n, int cin, int h, int w,
+/* y (n, cout, oh, ow) = conv(x (n, cin, h, w), weight (cout, cin, 3, 3)); oh = ⌊(h−1)/stride⌋+1. */
+void tk_conv3x3_forward(const float *x, int n, int cin, int h, int w, int stride,
                         const float *weight, int cout, float *y, float *scratch);
 
-/* dx (n, cin, h, w) = input gradient for dy (n, cout, h, w); overwrites dx. */
+/* dx (n, cin, h, w) = input gradient for dy (n, cout, h, w) of a stride-1 conv; overwrites dx. */
 void tk_conv3x3_backward_data(const float *dy, int n, int cin, int h, int w,
                               const float *weight, int cout, float *dx, float *scratch);
 
-/* dweight (cout, cin, 3, 3) += Σ over images and pixels of dy ⊗ x. */
-void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w,
+/* dweight (cout, cin, 3, 3) += Σ over images and pixels of dy (n, cout, oh, ow) ⊗ x (n, cin, h, w). */
+void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w, int stride,
                                 int cout, float *dweight, float *scratch);
 
 /* Images per group of the weight gradient: it adds each group's sum into dweight in turn,
  * so calls on consecutive whole groups, summed in order, give the same bits as one call. */
-int tk_conv3x3_wgrad_group(int cin, int cout, int h, int w);
+int tk_conv3x3_wgrad_group(int cin, int cout, int h, int w, int stride);
 
 /* 1 when the AVX-512 kernels are in use. */
 int tk_conv3x3_uses_avx512(void);

@@ -3,10 +3,10 @@ import Dispatch
 
 /// 2-D convolution without bias over NCHW, as `torch.nn.Conv2d(bias=False)`.
 ///
-/// 3×3 stride-1 padding-1 convolutions (most of a ResNet's FLOPs) run on direct
-/// kernels (`CKernels`: zero-bordered planes, register-blocked FMAs, no unfolded
-/// matrix) for the output, the input gradient and the weight gradient.
-/// Every other shape unfolds chunks of images (`im2col`, or a plain channel-major
+/// 3×3 padding-1 convolutions (most of a ResNet's FLOPs) run on direct kernels
+/// (`CKernels`: zero-bordered planes, register-blocked FMAs, no unfolded matrix):
+/// output and weight gradient at stride 1 or 2, input gradient at stride 1.
+/// Everything else unfolds chunks of images (`im2col`, or a plain channel-major
 /// copy for 1×1 stride-1 kernels) and runs GEMMs `W (Cout, C·k·k) × col (C·k·k, m·OH·OW)`;
 /// backward recomputes the unfolding instead of caching it, so one scratch
 /// matrix serves every layer of the model.
@@ -34,7 +34,7 @@ public final class Conv2d: Layer {
 
     private var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
 
-    /// Use the direct kernels for 3×3 stride-1 padding-1 layers (true by default;
+    /// Use the direct kernels for 3×3 padding-1 layers of stride 1 or 2 (true by default;
     /// false forces im2col + GEMM everywhere, for comparisons).
     public static var directConvolution = true
 
@@ -44,14 +44,18 @@ public final class Conv2d: Layer {
     /// Runs the portable C kernels even on an AVX-512 CPU (tests compare the two).
     public static func forcePortableKernels(_ on: Bool) { tk_conv3x3_force_portable(on ? 1 : 0) }
 
-    /// True when this layer runs on the direct 3×3 kernels.
+    /// True when this layer's output and weight gradient run on the direct 3×3 kernels.
     public var usesDirectKernel: Bool {
-        Conv2d.directConvolution && kernel == 3 && stride == 1 && padding == 1
+        Conv2d.directConvolution && kernel == 3 && (stride == 1 || stride == 2) && padding == 1
     }
+
+    /// True when its input gradient does too (stride 1); otherwise that is a GEMM and col2im.
+    public var usesDirectInputGrad: Bool { usesDirectKernel && stride == 1 }
 
     /// Scratch for each of `workers` threads of the direct kernels (slots 0, 2, 3, …).
     private func directScratch(_ g: ConvGeometry, workers: Int) -> [UnsafeMutablePointer<Float>] {
-        let count = tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w))
+        let count = tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w),
+                                       Int32(stride))
         return (0..<workers).map { ws.scratch($0 == 0 ? 0 : $0 + 1, count: count) }
     }
 
@@ -64,17 +68,17 @@ public final class Conv2d: Layer {
                             _ dst: UnsafeMutablePointer<Float>) {
         let workers = directWorkers(g.n), scratch = directScratch(g, workers: workers)
         let (cin, cout) = transposed ? (outChannels, g.c) : (g.c, outChannels)
-        let hw = g.h * g.w
+        let (srcPlane, dstPlane) = transposed ? (g.oh * g.ow, g.h * g.w) : (g.h * g.w, g.oh * g.ow)
         DispatchQueue.concurrentPerform(iterations: workers) { t in
             let n0 = g.n * t / workers, n1 = g.n * (t + 1) / workers
             guard n1 > n0 else { return }
-            let s = src + n0 * cin * hw, d = dst + n0 * cout * hw
+            let s = src + n0 * cin * srcPlane, d = dst + n0 * cout * dstPlane
             if transposed {
                 tk_conv3x3_backward_data(s, Int32(n1 - n0), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
                                          Int32(outChannels), d, scratch[t])
             } else {
-                tk_conv3x3_forward(s, Int32(n1 - n0), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
-                                   Int32(outChannels), d, scratch[t])
+                tk_conv3x3_forward(s, Int32(n1 - n0), Int32(g.c), Int32(g.h), Int32(g.w), Int32(stride),
+                                   weight.value, Int32(outChannels), d, scratch[t])
             }
         }
     }
@@ -83,13 +87,13 @@ public final class Conv2d: Layer {
     /// several threads each group's sum lands in its own buffer and the buffers are added
     /// in group order, which is exactly the arithmetic of one thread doing all groups.
     private func directWeightGrad(_ x: Tensor, _ dy: Tensor, _ g: ConvGeometry) {
-        let per = Int(tk_conv3x3_wgrad_group(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
+        let per = Int(tk_conv3x3_wgrad_group(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride)))
         let groups = (g.n + per - 1) / per
         let workers = directWorkers(groups), scratch = directScratch(g, workers: workers)
-        let hw = g.h * g.w
+        let hw = g.h * g.w, ohw = g.oh * g.ow
         func run(_ n0: Int, _ n1: Int, _ dw: UnsafeMutablePointer<Float>, _ s: UnsafeMutablePointer<Float>) {
-            tk_conv3x3_backward_weight(x.data + n0 * g.c * hw, dy.data + n0 * outChannels * hw, Int32(n1 - n0),
-                                       Int32(g.c), Int32(g.h), Int32(g.w), Int32(outChannels), dw, s)
+            tk_conv3x3_backward_weight(x.data + n0 * g.c * hw, dy.data + n0 * outChannels * ohw, Int32(n1 - n0),
+                                       Int32(g.c), Int32(g.h), Int32(g.w), Int32(stride), Int32(outChannels), dw, s)
         }
         if workers == 1 { run(0, g.n, weight.grad, scratch[0]); return }
         let size = weight.count
@@ -160,8 +164,8 @@ public final class Conv2d: Layer {
         if g.n == 0 || plane == 0 { dx.zero(); return dx }
         if usesDirectKernel {
             directWeightGrad(x, dyT, g)
-            if needsInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
-            return dx
+            if needsInputGrad && usesDirectInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
+            if !needsInputGrad || usesDirectInputGrad { return dx }
         }
         let col = ws.scratch(0, count: K * chunk * plane)
         let tmp = ws.scratch(1, count: outChannels * chunk * plane)
@@ -170,10 +174,12 @@ public final class Conv2d: Layer {
             let m = min(chunk, g.n - n0), L = m * plane
             var dy = dyT.data + n0 * outChannels * plane        // (m, Cout, plane)
             if m > 1 { transposeNC(dy, n: m, c: outChannels, plane: plane, tmp); dy = tmp }  // (Cout, m·plane)
-            unfold(x, g, n0, col)
-            // dW (Cout, K) += dy (Cout, L) · colᵀ (L, K)
-            BLAS.gemm(transB: true, m: outChannels, n: K, k: L, a: dy, lda: L, b: col, ldb: L, beta: 1,
-                      c: weight.grad, ldc: K)
+            if !usesDirectKernel {
+                unfold(x, g, n0, col)
+                // dW (Cout, K) += dy (Cout, L) · colᵀ (L, K)
+                BLAS.gemm(transB: true, m: outChannels, n: K, k: L, a: dy, lda: L, b: col, ldb: L, beta: 1,
+                          c: weight.grad, ldc: K)
+            }
             guard needsInputGrad else { continue }
             // dcol (K, L) = Wᵀ (K, Cout) · dy (Cout, L), written over the unfolded input.
             BLAS.gemm(transA: true, m: K, n: L, k: outChannels, a: weight.value, lda: K, b: dy, ldb: L, beta: 0,
