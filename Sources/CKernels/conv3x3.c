@@ -9,6 +9,13 @@ enum { KB = 8, PB = 48, WKB = 3, SLACK = 64, GROUP_FLOATS = 1 << 18 };
 
 static int force_portable = 0;
 
+/* The portable loops, also compiled for AVX2 + FMA and chosen at load time. */
+#if defined(__x86_64__) && defined(__clang__)
+#define PORTABLE __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define PORTABLE
+#endif
+
 void tk_conv3x3_force_portable(int on) { force_portable = on; }
 
 int tk_conv3x3_uses_avx512(void) {
@@ -131,7 +138,7 @@ static void pack_weights(const float *weight, int cout, int cin, int transpose, 
 }
 
 /* One block of 8 output channels over positions [0, lr): out[j][p] = Σ_i Σ_t w[i][t][j]·plane_i[p + off_t]. */
-static void block_portable(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
+PORTABLE static void block_portable(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
     for (size_t p0 = 0; p0 < lr; p0 += PB) {
         float acc[KB][PB];
         memset(acc, 0, sizeof acc);
@@ -237,17 +244,22 @@ void tk_conv3x3_backward_data(const float *dy, int n, int cin, int h, int w,
 }
 
 /* Σ over the group's images of d_k[p]·plane_i[p + off_t] for k = k0 … k0+2 and all taps, added to acc. */
-static void wgrad_portable(const float *planes, const float *grads, int group, int cin, int kpad, geom g,
+PORTABLE static void wgrad_portable(const float *planes, const float *grads, int group, int cin, int kpad, geom g,
                            size_t lr, int i, int k0, double acc[WKB][9]) {
     for (int img = 0; img < group; img++) {
         const float *pl = planes + ((size_t)img * cin + i) * g.plane;
         const float *d = grads + ((size_t)img * kpad + k0) * lr;
         for (int t = 0; t < 9; t++) {
             const float *s = pl + g.offs[t];
-            float sum[WKB] = {0};
-            for (size_t p = 0; p < lr; p++)
-                for (int kk = 0; kk < WKB; kk++) sum[kk] += d[kk * lr + p] * s[p];
-            for (int kk = 0; kk < WKB; kk++) acc[kk][t] += sum[kk];
+            float sum[WKB][16] = {{0}};   /* 16 lanes, so the loop vectorizes without reassociation */
+            for (size_t p = 0; p < lr; p += 16)
+                for (int kk = 0; kk < WKB; kk++)
+                    for (int j = 0; j < 16; j++) sum[kk][j] += d[kk * lr + p + j] * s[p + j];
+            for (int kk = 0; kk < WKB; kk++) {
+                float total = 0;
+                for (int j = 0; j < 16; j++) total += sum[kk][j];
+                acc[kk][t] += total;
+            }
         }
     }
 }

@@ -6,7 +6,8 @@ import XCTest
 final class LayerGradientTests: XCTestCase {
     func testConv3x3Stride1Pad1() {
         // Both implementations of this shape: the direct kernels and im2col + GEMM.
-        defer { Conv2d.directConvolution = true }
+        let saved = Conv2d.directConvolution
+        defer { Conv2d.directConvolution = saved }
         for direct in [true, false] {
             Conv2d.directConvolution = direct
             let c = Conv2d("c", 3, 4, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
@@ -27,7 +28,9 @@ final class LayerGradientTests: XCTestCase {
             (2, 3, 5, 5, 6, 1), (1, 9, 12, 1, 1, 1), (2, 4, 3, 7, 33, 1), (3, 1, 2, 180, 180, 1), (2, 16, 16, 8, 8, 1),
             (2, 3, 5, 8, 8, 2), (2, 4, 7, 7, 9, 2), (1, 2, 3, 1, 1, 2), (3, 1, 2, 130, 131, 2),
         ]
-        defer { Conv2d.forcePortableKernels(false) }
+        let saved = Conv2d.directConvolution
+        Conv2d.directConvolution = true
+        defer { Conv2d.forcePortableKernels(false); Conv2d.directConvolution = saved }
         for portable in [false, true] {
             Conv2d.forcePortableKernels(portable)
             for (si, s) in shapes.enumerated() {
@@ -78,7 +81,8 @@ final class LayerGradientTests: XCTestCase {
     }
 
     func testConv3x3Stride2Pad1() {
-        defer { Conv2d.directConvolution = true }
+        let saved = Conv2d.directConvolution
+        defer { Conv2d.directConvolution = saved }
         for direct in [true, false] {
             Conv2d.directConvolution = direct
             let c = Conv2d("c", 2, 3, kernel: 3, stride: 2, padding: 1, workspace: Workspace())
@@ -112,9 +116,9 @@ final class LayerGradientTests: XCTestCase {
             } } }
             ref[((n * 4 + o) * 3 + oh) * 3 + ow] = s
         } } } }
-        let saved = Conv2d.columnBudget
+        let saved = (Conv2d.columnBudget, Conv2d.directConvolution)
         Conv2d.directConvolution = false
-        defer { Conv2d.columnBudget = saved; Conv2d.directConvolution = true }
+        defer { (Conv2d.columnBudget, Conv2d.directConvolution) = saved }
         for budget in [1, 27 * 9 * 2, 1 << 20] {
             Conv2d.columnBudget = budget
             let c = Conv2d("c", 3, 4, kernel: 3, stride: 2, padding: 1, workspace: Workspace())
@@ -131,12 +135,14 @@ final class LayerGradientTests: XCTestCase {
         let x = GradCheck.randomTensor([7, 24, 32, 32], seed: 41)
         let w = GradCheck.randomTensor([24, 24, 3, 3], seed: 42, scale: 0.1)
         let dy = GradCheck.randomTensor([7, 24, 32, 32], seed: 43)
-        let saved = BLAS.threads
-        defer { BLAS.setThreads(saved) }
+        let saved = (BLAS.threads, Conv2d.directConvolution)
+        Conv2d.directConvolution = true
+        defer { BLAS.setThreads(saved.0); Conv2d.directConvolution = saved.1 }
         var results: [[[Float]]] = []
         for threads in [1, 2, 3] {
             BLAS.setThreads(threads)
             let conv = Conv2d("c", 24, 24, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
+            XCTAssertTrue(conv.usesDirectKernel)
             _ = conv.weight.values.update(from: w.array)
             conv.weight.grads.update(repeating: 0.25)
             let y = conv.forward(x, mode: .training).array

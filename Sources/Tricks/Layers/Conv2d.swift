@@ -34,9 +34,11 @@ public final class Conv2d: Layer {
 
     private var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
 
-    /// Use the direct kernels for 3×3 padding-1 layers of stride 1 or 2 (true by default;
-    /// false forces im2col + GEMM everywhere, for comparisons).
-    public static var directConvolution = true
+    /// Use the direct kernels for 3×3 padding-1 layers of stride 1 or 2. On by default where the
+    /// CPU has AVX-512, where they beat im2col + OpenBLAS; elsewhere their portable C version is
+    /// slower than OpenBLAS, so the default is off (set true to use it anyway; false forces
+    /// im2col + GEMM everywhere, for comparisons).
+    public static var directConvolution = tk_conv3x3_uses_avx512() != 0
 
     /// The direct kernels' instruction set: "avx512" when the CPU has it, else "portable".
     public static var directKernelISA: String { tk_conv3x3_uses_avx512() != 0 ? "avx512" : "portable" }
