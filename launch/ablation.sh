@@ -8,13 +8,13 @@
 #   5 + zero-γ and no bias decay
 # Finished runs (runs/ablation/NAME/result.json) are kept: run it again to continue.
 # Prints a markdown table of test accuracy (mean ± half the range over seeds).
-# EPOCHS (default 2) and SEEDS (default "1 2") can be overridden.
+# EPOCHS (default 3) and SEEDS (default "1 2") can be overridden.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh
 swift build -c release --product tricks-worker >&2
 bin=$(pwd)/.build/release/tricks-worker
-epochs="${EPOCHS:-2}"; seeds="${SEEDS:-1 2}"; np=2
+epochs="${EPOCHS:-3}"; seeds="${SEEDS:-1 2}"; np=2
 root=runs/ablation
 mkdir -p "$root"
 flags=(-np "$np" -x OPENBLAS_NUM_THREADS=1 --bind-to none)
