@@ -4,17 +4,23 @@ import XCTest
 /// Every layer's backward pass against central finite differences (tolerance stated per test:
 /// |fd − backward| ≤ tol·max(1, |backward|), in float32 with step h).
 final class LayerGradientTests: XCTestCase {
-    func testConv3x3Stride1Pad1() {
-        // Both implementations of this shape: the direct kernels and im2col + GEMM.
+    /// Finite differences for a 3×3 padding-1 conv on both implementations: the direct kernels
+    /// and im2col + GEMM.
+    private func checkConv3x3BothPaths(_ cin: Int, _ cout: Int, stride: Int, input: [Int], seed: UInt64,
+                                       file: StaticString = #filePath, line: UInt = #line) {
         let saved = Conv2d.directConvolution
         defer { Conv2d.directConvolution = saved }
         for direct in [true, false] {
             Conv2d.directConvolution = direct
-            let c = Conv2d("c", 3, 4, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
-            XCTAssertEqual(c.usesDirectKernel, direct)
-            _ = c.weight.values.update(from: GradCheck.randomTensor([4, 3, 3, 3], seed: 1, scale: 0.3).array)
-            GradCheck.checkLayer(c, input: GradCheck.randomTensor([2, 3, 5, 6], seed: 2))
+            let c = Conv2d("c", cin, cout, kernel: 3, stride: stride, padding: 1, workspace: Workspace())
+            XCTAssertEqual(c.usesDirectKernel, direct, file: file, line: line)
+            _ = c.weight.values.update(from: GradCheck.randomTensor([cout, cin, 3, 3], seed: seed, scale: 0.3).array)
+            GradCheck.checkLayer(c, input: GradCheck.randomTensor(input, seed: seed + 1), file: file, line: line)
         }
+    }
+
+    func testConv3x3Stride1Pad1() {
+        checkConv3x3BothPaths(3, 4, stride: 1, input: [2, 3, 5, 6], seed: 1)
     }
 
     func testDirectConv3x3KernelsMatchFloat64Reference() {
@@ -81,15 +87,7 @@ final class LayerGradientTests: XCTestCase {
     }
 
     func testConv3x3Stride2Pad1() {
-        let saved = Conv2d.directConvolution
-        defer { Conv2d.directConvolution = saved }
-        for direct in [true, false] {
-            Conv2d.directConvolution = direct
-            let c = Conv2d("c", 2, 3, kernel: 3, stride: 2, padding: 1, workspace: Workspace())
-            XCTAssertEqual(c.usesDirectKernel, direct)
-            _ = c.weight.values.update(from: GradCheck.randomTensor([3, 2, 3, 3], seed: 3, scale: 0.3).array)
-            GradCheck.checkLayer(c, input: GradCheck.randomTensor([3, 2, 7, 6], seed: 4))
-        }
+        checkConv3x3BothPaths(2, 3, stride: 2, input: [3, 2, 7, 6], seed: 3)
     }
 
     func testConv1x1Stride2AndStride1() {
