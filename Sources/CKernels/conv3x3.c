@@ -70,9 +70,14 @@ static size_t direct_scratch(int cin, int cout, geom g) {
     return kpad * (size_t)cin * 9 + (size_t)cin * g.plane + SLACK + KB * round_up(g.len, PB);
 }
 
+/* Floats of one image in a weight-gradient group: its planes and its gradient rows. */
+static size_t wgrad_image_floats(int cin, int cout, geom g) {
+    return (size_t)cin * g.plane + round_up((size_t)cout, WKB) * round_up(g.len, 16);
+}
+
 /* Images per weight-gradient group: their planes stay in L2. */
 static int wgrad_group(int n, int cin, int cout, geom g) {
-    size_t per = (size_t)cin * g.plane + round_up((size_t)cout, WKB) * round_up(g.len, 16);
+    size_t per = wgrad_image_floats(cin, cout, g);
     size_t group = GROUP_FLOATS / (per ? per : 1);
     if (group < 1) group = 1;
     if (group > (size_t)n) group = (size_t)(n > 0 ? n : 1);
@@ -85,7 +90,7 @@ int tk_conv3x3_wgrad_group(int cin, int cout, int h, int w, int stride) {
 
 static size_t wgrad_scratch(int n, int cin, int cout, geom g) {
     size_t group = (size_t)wgrad_group(n, cin, cout, g);
-    return group * ((size_t)cin * g.plane + round_up((size_t)cout, WKB) * round_up(g.len, 16)) + SLACK;
+    return group * wgrad_image_floats(cin, cout, g) + SLACK;
 }
 
 size_t tk_conv3x3_scratch(int n, int cin, int cout, int h, int w, int stride) {
@@ -303,7 +308,7 @@ void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin,
     int group = wgrad_group(n, cin, cout, g);
     float *planes = scratch;
     float *grads = planes + (size_t)group * cin * g.plane + SLACK;
-    /* Borders, the two extra columns of each gradient row and the padding rows stay zero. */
+    /* Borders, the extra columns of each gradient row and the padding rows stay zero. */
     memset(scratch, 0, sizeof(float) * wgrad_scratch(n, cin, cout, g));
     int avx = tk_conv3x3_uses_avx512();
     for (int n0 = 0; n0 < n; n0 += group) {

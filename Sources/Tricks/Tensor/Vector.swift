@@ -28,20 +28,24 @@ enum Vec {
         Parallel.ranges(n) { lo, hi in tk_add_relu(a + lo, b + lo, out + lo, hi - lo) }
     }
 
+    /// The two sums a C kernel writes into `sums[0]`, `sums[1]`.
+    @inline(__always)
+    private static func pair(_ kernel: (UnsafeMutablePointer<Double>) -> Void) -> (Double, Double) {
+        var s = (0.0, 0.0)
+        withUnsafeMutablePointer(to: &s) { $0.withMemoryRebound(to: Double.self, capacity: 2, kernel) }
+        return s
+    }
+
     /// (Σx, Σx²) in Double.
     @inline(__always)
     static func sums(_ x: UnsafePointer<Float>, _ n: Int) -> (Double, Double) {
-        var s = (0.0, 0.0)
-        withUnsafeMutablePointer(to: &s) { $0.withMemoryRebound(to: Double.self, capacity: 2) { tk_sums(x, n, $0) } }
-        return s
+        pair { tk_sums(x, n, $0) }
     }
 
     /// (Σa, Σa·b) in Double.
     @inline(__always)
     static func dotSums(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> (Double, Double) {
-        var s = (0.0, 0.0)
-        withUnsafeMutablePointer(to: &s) { $0.withMemoryRebound(to: Double.self, capacity: 2) { tk_dot_sums(a, b, n, $0) } }
-        return s
+        pair { tk_dot_sums(a, b, n, $0) }
     }
 
     /// (Σd, Σd·h) with d = dy where g·h + b > 0, else 0: the gradient through the ReLU of
@@ -49,9 +53,7 @@ enum Vec {
     @inline(__always)
     static func dotSumsReLU(_ dy: UnsafePointer<Float>, _ h: UnsafePointer<Float>, _ n: Int,
                             gamma g: Float, beta b: Float) -> (Double, Double) {
-        var s = (0.0, 0.0)
-        withUnsafeMutablePointer(to: &s) { $0.withMemoryRebound(to: Double.self, capacity: 2) { tk_dot_sums_relu(dy, h, n, g, b, $0) } }
-        return s
+        pair { tk_dot_sums_relu(dy, h, n, g, b, $0) }
     }
 
     /// h = (x − m)·s; y = g·h + b. The mean is split into two floats (m = hi + lo) so that
