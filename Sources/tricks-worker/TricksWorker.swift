@@ -159,6 +159,9 @@ struct Train: ParsableCommand {
     @Option(help: "BLAS threads per rank (default: the OPENBLAS_NUM_THREADS setting, else cores / ranks on this node).")
     var threads: Int?
 
+    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) (0: all of them; a huge value: none).")
+    var winogradMinChannels = Conv2d.winogradMinChannels
+
     func validate() throws {
         if batchSize <= 0 { throw ValidationError("--batch-size must be positive") }
         if let e = epochs, e <= 0 { throw ValidationError("--epochs must be positive") }
@@ -197,6 +200,7 @@ struct Train: ParsableCommand {
         let env = ProcessInfo.processInfo.environment
         let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
         let comm: Communicator = mpi ?? SingleProcessCommunicator()
+        Conv2d.winogradMinChannels = winogradMinChannels
         if let t = threads {
             BLAS.setThreads(t)
         } else if env["OPENBLAS_NUM_THREADS"] == nil {
@@ -243,6 +247,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Floats of unfolded input per conv GEMM (chunking; for tuning).") var columnBudget: Int?
     @Flag(help: "Run every convolution through im2col + GEMM, without the direct 3×3 kernels (for comparison).")
     var im2col = false
+    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) (0: all of them; a huge value: none).")
+    var winogradMinChannels = Conv2d.winogradMinChannels
 
     func run() throws {
         let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
@@ -250,6 +256,7 @@ struct Bench: ParsableCommand {
         BLAS.setThreads(threads)
         if let c = columnBudget { Conv2d.columnBudget = c }
         if im2col { Conv2d.directConvolution = false }
+        Conv2d.winogradMinChannels = winogradMinChannels
         var b = StepBenchmark()
         b.model = model; b.batch = batchSize; b.channels = channels; b.size = size; b.steps = steps
         if let mpi { b.comm = mpi }

@@ -4,16 +4,19 @@ import XCTest
 /// Every layer's backward pass against central finite differences (tolerance stated per test:
 /// |fd − backward| ≤ tol·max(1, |backward|), in float32 with step h).
 final class LayerGradientTests: XCTestCase {
-    /// Finite differences for a 3×3 padding-1 conv on both implementations: the direct kernels
-    /// and im2col + GEMM.
+    /// Finite differences for a 3×3 padding-1 conv on every implementation: Winograd (stride 1),
+    /// the direct kernels and im2col + GEMM.
     private func checkConv3x3BothPaths(_ cin: Int, _ cout: Int, stride: Int, input: [Int], seed: UInt64,
                                        file: StaticString = #filePath, line: UInt = #line) {
-        let saved = Conv2d.directConvolution
-        defer { Conv2d.directConvolution = saved }
-        for direct in [true, false] {
+        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradMinSize)
+        Conv2d.winogradMinSize = 1
+        defer { (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradMinSize) = saved }
+        for (direct, winograd) in [(true, true), (true, false), (false, false)] where !winograd || stride == 1 {
             Conv2d.directConvolution = direct
+            Conv2d.winogradMinChannels = winograd ? 0 : Int.max
             let c = Conv2d("c", cin, cout, kernel: 3, stride: stride, padding: 1, workspace: Workspace())
             XCTAssertEqual(c.usesDirectKernel, direct, file: file, line: line)
+            XCTAssertEqual(c.usesWinograd, winograd, file: file, line: line)
             _ = c.weight.values.update(from: GradCheck.randomTensor([cout, cin, 3, 3], seed: seed, scale: 0.3).array)
             GradCheck.checkLayer(c, input: GradCheck.randomTensor(input, seed: seed + 1), file: file, line: line)
         }
@@ -21,6 +24,7 @@ final class LayerGradientTests: XCTestCase {
 
     func testConv3x3Stride1Pad1() {
         checkConv3x3BothPaths(3, 4, stride: 1, input: [2, 3, 5, 6], seed: 1)
+        checkConv3x3BothPaths(2, 3, stride: 1, input: [3, 2, 7, 4], seed: 2)   // odd height: partial tiles
     }
 
     func testDirectConv3x3KernelsMatchFloat64Reference() {
@@ -30,16 +34,24 @@ final class LayerGradientTests: XCTestCase {
         // 3-channel weight-gradient block, rows shorter and longer than one 48-wide register
         // block, a 1×1 image, images split over several weight-gradient groups, and stride 2
         // (phase planes) with even and odd sizes. At stride 2 the input gradient is the GEMM path's.
+        // The stride-1 shapes run a second time on Winograd F(2×2, 3×3): odd sizes (partial tiles),
+        // rows wider than one 16-tile vector (33, 180), a 16-tile block holding parts of two
+        // images (5×6 → 9 tiles each), tiny planes (1×1), and several weight-gradient groups.
         let shapes: [(n: Int, c: Int, k: Int, h: Int, w: Int, s: Int)] = [
             (2, 3, 5, 5, 6, 1), (1, 9, 12, 1, 1, 1), (2, 4, 3, 7, 33, 1), (3, 1, 2, 180, 180, 1), (2, 16, 16, 8, 8, 1),
             (2, 3, 5, 8, 8, 2), (2, 4, 7, 7, 9, 2), (1, 2, 3, 1, 1, 2), (3, 1, 2, 130, 131, 2),
         ]
-        let saved = Conv2d.directConvolution
+        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradMinSize)
         Conv2d.directConvolution = true
-        defer { Conv2d.forcePortableKernels(false); Conv2d.directConvolution = saved }
-        for portable in [false, true] {
+        Conv2d.winogradMinSize = 1
+        defer {
+            Conv2d.forcePortableKernels(false)
+            (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradMinSize) = saved
+        }
+        for portable in [false, true] { for winograd in [false, true] {
             Conv2d.forcePortableKernels(portable)
-            for (si, s) in shapes.enumerated() {
+            Conv2d.winogradMinChannels = winograd ? 0 : Int.max
+            for (si, s) in shapes.enumerated() where !winograd || s.s == 1 {
                 let oh = (s.h - 1) / s.s + 1, ow = (s.w - 1) / s.s + 1
                 let x = GradCheck.randomTensor([s.n, s.c, s.h, s.w], seed: 10 + UInt64(si))
                 let w = GradCheck.randomTensor([s.k, s.c, 3, 3], seed: 20 + UInt64(si))
@@ -67,12 +79,13 @@ final class LayerGradientTests: XCTestCase {
                 let conv = Conv2d("c", s.c, s.k, kernel: 3, stride: s.s, padding: 1, workspace: Workspace())
                 XCTAssertTrue(conv.usesDirectKernel)
                 XCTAssertEqual(conv.usesDirectInputGrad, s.s == 1)
+                XCTAssertEqual(conv.usesWinograd, winograd)
                 _ = conv.weight.values.update(from: w.array)
                 conv.weight.grads.update(repeating: 0.5)
                 let out = conv.forward(x, mode: .training).array
                 let gx = conv.backward(dy).array
                 let gw = Array(conv.weight.grads)
-                let tag = "\(portable ? "portable" : Conv2d.directKernelISA) \(s)"
+                let tag = "\(portable ? "portable" : Conv2d.directKernelISA)\(winograd ? " winograd" : "") \(s)"
                 // Float32 sums of `terms` products: error bound 1e-6·√terms relative to the largest value.
                 let checks = [("y", out, y, s.c * 9), ("dx", gx, dx, s.k * 9), ("dw", gw, dw, s.n * oh * ow)]
                 for (name, got, want, terms) in checks {
@@ -83,7 +96,7 @@ final class LayerGradientTests: XCTestCase {
                                              "\(tag) \(name): max error \(err)")
                 }
             }
-        }
+        } }
     }
 
     func testConv3x3Stride2Pad1() {
@@ -129,30 +142,36 @@ final class LayerGradientTests: XCTestCase {
 
     func testDirectConv3x3IsIndependentOfThreadCount() {
         // Images split over threads, weight-gradient groups summed in order: 1, 2 and 3 threads
-        // give the same bits (the shape spans several weight-gradient groups).
+        // give the same bits, for the direct kernels and for Winograd (the shape spans several
+        // weight-gradient groups of both).
         let x = GradCheck.randomTensor([7, 24, 32, 32], seed: 41)
         let w = GradCheck.randomTensor([24, 24, 3, 3], seed: 42, scale: 0.1)
         let dy = GradCheck.randomTensor([7, 24, 32, 32], seed: 43)
-        let saved = (BLAS.threads, Conv2d.directConvolution)
+        let saved = (BLAS.threads, Conv2d.directConvolution, Conv2d.winogradMinChannels)
         Conv2d.directConvolution = true
-        defer { BLAS.setThreads(saved.0); Conv2d.directConvolution = saved.1 }
-        var results: [[[Float]]] = []
-        for threads in [1, 2, 3] {
-            BLAS.setThreads(threads)
-            let conv = Conv2d("c", 24, 24, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
-            XCTAssertTrue(conv.usesDirectKernel)
-            _ = conv.weight.values.update(from: w.array)
-            conv.weight.grads.update(repeating: 0.25)
-            let y = conv.forward(x, mode: .training).array
-            let dx = conv.backward(dy).array
-            results.append([y, dx, Array(conv.weight.grads)])
-        }
-        for r in results.dropFirst() {
-            for (i, name) in ["y", "dx", "dw"].enumerated() {
-                XCTAssertTrue(r[i] == results[0][i], "\(name) differs between thread counts")
+        defer { BLAS.setThreads(saved.0); (Conv2d.directConvolution, Conv2d.winogradMinChannels) = (saved.1, saved.2) }
+        XCTAssertGreaterThan(7 / Conv2d.winogradGroup(cin: 24, cout: 24, h: 32, w: 32), 2)
+        for winograd in [false, true] {
+            Conv2d.winogradMinChannels = winograd ? 0 : Int.max
+            var results: [[[Float]]] = []
+            for threads in [1, 2, 3] {
+                BLAS.setThreads(threads)
+                let conv = Conv2d("c", 24, 24, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
+                XCTAssertTrue(conv.usesDirectKernel)
+                XCTAssertEqual(conv.usesWinograd, winograd)
+                _ = conv.weight.values.update(from: w.array)
+                conv.weight.grads.update(repeating: 0.25)
+                let y = conv.forward(x, mode: .training).array
+                let dx = conv.backward(dy).array
+                results.append([y, dx, Array(conv.weight.grads)])
             }
+            for r in results.dropFirst() {
+                for (i, name) in ["y", "dx", "dw"].enumerated() {
+                    XCTAssertTrue(r[i] == results[0][i], "\(winograd ? "winograd" : "direct") \(name) differs between thread counts")
+                }
+            }
+            XCTAssertNotEqual(results[0][2].max(), 0.25)  // the gradient was accumulated
         }
-        XCTAssertNotEqual(results[0][2].max(), 0.25)  // the gradient was accumulated
     }
 
     func testBatchNormAndElementwiseAreIndependentOfThreadCount() {

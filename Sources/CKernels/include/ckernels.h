@@ -47,6 +47,37 @@ int tk_conv3x3_uses_avx512(void);
 void tk_conv3x3_force_portable(int on);
 
 /*
+ * Winograd F(2×2, 3×3) for 3×3, padding-1, stride-1 convolutions (winograd.c): 16 small
+ * matrix products on transformed 4×4 tiles instead of 36 multiply-adds per 2×2 outputs.
+ * `scratch` must hold tk_wino_scratch(...) floats; contents on entry do not matter.
+ */
+
+/* Floats of scratch the forward (cin → cout), input-gradient (cout → cin) and weight-gradient
+ * calls below need for h×w planes. */
+size_t tk_wino_scratch(int cin, int cout, int h, int w);
+
+/* Transformed kernels: flip 0 → wt (16, cin, cout) for the forward pass; flip 1 → wt (16, cout, cin)
+ * of the rotated kernels, for the input gradient (tk_wino_forward with the channel roles swapped). */
+void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt);
+
+/* y (n, cout, h, w) = conv(x (n, cin, h, w)) with transformed kernels wt (16, cin, cout); overwrites y. */
+void tk_wino_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
+                     float *scratch);
+
+/* z (16, cout, cin) = the weight gradient in the transformed domain, Σ over the n images of
+ * x (n, cin, h, w) and dy (n, cout, h, w), summed group by group (tk_wino_wgrad_group images
+ * each) in order; overwrites z. */
+void tk_wino_wgrad(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
+                   float *scratch);
+
+/* Images per weight-gradient group: a call on whole groups equals the in-order sum of one
+ * call per group. */
+int tk_wino_wgrad_group(int cin, int cout, int h, int w);
+
+/* dweight (cout, cin, 3, 3) += Gᵀ z G, the transformed gradient z (16, cout, cin) brought back. */
+void tk_wino_wgrad_finish(const float *z, int cout, int cin, float *dweight);
+
+/*
  * Element-wise kernels of the layers (ReLU, residual add, batch norm). Each has an
  * AVX-512, an AVX2 and a baseline version chosen at load time; all three round
  * identically (no contraction into FMAs, sums kept in fixed lanes and combined

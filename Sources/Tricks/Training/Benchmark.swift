@@ -74,7 +74,7 @@ public struct StepBenchmark {
         for _ in 0..<steps { step() }
         net.profiler = nil
         var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads), OpenBLAS kernels \(BLAS.coreName), "
-            + (Conv2d.directConvolution ? "direct 3×3 kernels (\(Conv2d.directKernelISA))" : "im2col + GEMM for every conv") + "\n\n"
+            + (Conv2d.directConvolution ? "direct 3×3 kernels (\(Conv2d.directKernelISA)), Winograd F(2×2, 3×3) for stride-1 layers of ≥ \(Conv2d.winogradMinChannels) channels" : "im2col + GEMM for every conv") + "\n\n"
         out += String(format: "%.1f images/s at the median; gradient all-reduce wait after backward %.3f ms/step\n\n",
                       Double(batch) / median, 1e3 * w[0])
         out += "| statistic | ms |\n|---|---:|\n"

@@ -1,0 +1,534 @@
+/*
+ * Winograd F(2×2, 3×3) for 3×3, padding-1, stride-1 convolutions (Lavin & Gray 2016).
+ *
+ * Each 2×2 block of outputs ("tile") reads a 4×4 block of the zero-padded input. With
+ *   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1],  G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1],
+ *   Aᵀ = [1 1 1 0; 0 1 −1 −1],
+ * a tile of output channel o is Aᵀ[Σ_c (G w_oc Gᵀ) ⊙ (Bᵀ d_c B)]A: 16 multiply-adds per
+ * input channel instead of 36. Grouped by the 16 positions ξ of the 4×4 products, the sum
+ * over channels is 16 independent matrix products M_ξ (cout × tiles) = W_ξ (cout × cin) ·
+ * U_ξ (cin × tiles), which the kernels below run register-blocked, vectorized along tiles.
+ * The input gradient is the same computation with the kernel flipped and the channel roles
+ * swapped; the weight gradient is its adjoint: Σ_tiles Gᵀ[(A dy Aᵀ) ⊙ (Bᵀ d B)]G.
+ *
+ * Transforms run on a whole channel plane of an image at once, separably: the row pass
+ * reads a padded row and writes 4 values per tile column (even and odd columns come from
+ * two contiguous loads and a shuffle), the column pass combines rows into the 16 values of
+ * every tile, a flat vector loop over the plane's tiles. Tiles of a group of images sit
+ * side by side in U, M and V so the products see enough columns.
+ *
+ * One source, written with vector extensions: compiled once for AVX-512 (chosen at run time,
+ * like the direct kernels) and once as portable code (with AVX2 and baseline clones).
+ */
+#include "ckernels.h"
+
+#include <string.h>
+
+#pragma clang fp contract(fast)
+/* Vectors pass by value only between always-inlined helpers, so no call ever crosses the ABI
+ * boundary the warning is about. */
+#pragma clang diagnostic ignored "-Wpsabi"
+
+typedef float v16 __attribute__((vector_size(64), aligned(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+
+#define LD(p) (*(const v16u *)(p))
+#define ST(p, v) (*(v16u *)(p) = (v))
+#define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("clang loop unroll(full)")
+
+#if defined(__x86_64__) && defined(__clang__)
+#define AVX512 __attribute__((target("avx512f")))
+#define PORTABLE_W __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define AVX512
+#define PORTABLE_W
+#endif
+
+/* FR × FV: forward register tile (output rows × vectors of 16 tiles);
+ * WR × WS: weight-gradient register tile. */
+enum { BLOCK_WIDE = 48, WGRAD_TILES = 256, WGRAD_FLOATS = 1 << 18, FR = 8, FV = 3, WR = 4, WS = 4 };
+
+static size_t rup(size_t v, size_t m) { return (v + m - 1) / m * m; }
+
+typedef struct {
+    int h, w, th, tw; /* plane height, width; tiles down and across */
+    int tiles;        /* th·tw: tiles per image plane */
+    int twp;          /* tw rounded up to 16 */
+    size_t rb;        /* floats of one row-pass buffer (one kc, one row parity) */
+} wgeom;
+
+static wgeom make_wgeom(int h, int w) {
+    wgeom g;
+    g.h = h; g.w = w; g.th = (h + 1) / 2; g.tw = (w + 1) / 2;
+    g.tiles = g.th * g.tw;
+    g.twp = (int)rup((size_t)g.tw, 16);
+    g.rb = (size_t)(g.th + 1) * g.tw + g.twp + 16;
+    return g;
+}
+
+/* Row pitch of V and U in the weight gradient for a group of `images`: the tiles, rounded up,
+ * plus room for the last image's vector tail. */
+static size_t pitch(wgeom g, int images) { return rup((size_t)images * g.tiles, 16) + 16; }
+
+/* Forward images per group: one when an image's tiles fill whole blocks, else enough images that
+ * the partly filled last block wastes little. */
+static int forward_images(wgeom g) {
+    if (g.tiles % 16 == 0 || g.tiles >= 128) return 1;
+    int per = 128 / g.tiles;
+    return per < 1 ? 1 : per;
+}
+
+/* Weight-gradient images per group: about WGRAD_TILES tiles, U and V within WGRAD_FLOATS. */
+static int wgrad_images(int cin, int cout, wgeom g) {
+    int per = WGRAD_TILES / (g.tiles > 0 ? g.tiles : 1);
+    if (per < 1) per = 1;
+    size_t image = (size_t)16 * (size_t)(cin + cout) * (size_t)g.tiles;
+    size_t cap = WGRAD_FLOATS / (image ? image : 1);
+    if (cap < 1) cap = 1;
+    return (size_t)per > cap ? (int)cap : per;
+}
+
+int tk_wino_wgrad_group(int cin, int cout, int h, int w) { return wgrad_images(cin, cout, make_wgeom(h, w)); }
+
+/* A staged plane and room for the last row's whole-vector reads and writes. */
+static size_t stage_floats(wgeom g) { return (size_t)g.h * g.w + 2 * (size_t)g.twp + 64; }
+
+/* Vectors of 16 tiles per forward block: one keeps a narrow layer's U and M in L1; wide layers
+ * take three, so each broadcast weight feeds three vectors. */
+static int block_vectors(int cin) { return cin >= BLOCK_WIDE ? FV : 1; }
+
+/* Row pitch of a block's U and M: room for the vector tails of images' segments unless the
+ * images' tiles fill whole vectors. */
+static size_t block_pitch(wgeom g, int cin) { return 16 * (size_t)block_vectors(cin) + (g.tiles % 16 == 0 ? 0 : 16); }
+
+/* Forward: stage, row passes of the group's input planes (cin each), output column passes (cout
+ * each), one block's U and M. */
+static size_t forward_floats(int cin, int cout, wgeom g) {
+    size_t per = (size_t)forward_images(g);
+    return stage_floats(g) + per * (size_t)(cin + cout) * 8 * g.rb + (size_t)16 * (cin + cout) * block_pitch(g, cin) + 64;
+}
+
+/* Weight gradient: stage, one plane's row pass, the group's U and V. */
+static size_t wgrad_floats(int cin, int cout, wgeom g) {
+    return stage_floats(g) + 8 * g.rb + (size_t)16 * (size_t)(cin + cout) * pitch(g, wgrad_images(cin, cout, g)) + 64;
+}
+
+size_t tk_wino_scratch(int cin, int cout, int h, int w) {
+    wgeom g = make_wgeom(h, w);
+    size_t a = forward_floats(cin, cout, g), b = forward_floats(cout, cin, g), c = wgrad_floats(cin, cout, g);
+    size_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+/* ---- weight transforms ---- */
+
+/* t[ξ] = (G k Gᵀ)_ξ for 16 kernels at once, k[i] holding tap i of each. */
+INLINE void kernel_transform16(const v16 *k, v16 *t) {
+    v16 r[4][3];
+    for (int j = 0; j < 3; j++) {
+        v16 a = k[j], b = k[3 + j], c = k[6 + j];
+        r[0][j] = a; r[1][j] = 0.5f * (a + b + c); r[2][j] = 0.5f * (a - b + c); r[3][j] = c;
+    }
+    for (int i = 0; i < 4; i++) {
+        v16 a = r[i][0], b = r[i][1], c = r[i][2];
+        t[i * 4 + 0] = a; t[i * 4 + 1] = 0.5f * (a + b + c); t[i * 4 + 2] = 0.5f * (a - b + c); t[i * 4 + 3] = c;
+    }
+}
+
+void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt) {
+    /* forward: wt[ξ][ci][co] = (G w[co][ci] Gᵀ)_ξ; flip: wt[ξ][co][ci] from w[co][ci] rotated 180°.
+     * Rows of wt (fixed ξ and first index) are filled 16 entries at a time. */
+    int K = flip ? cout : cin, N = flip ? cin : cout;
+    for (int kidx = 0; kidx < K; kidx++)
+        for (int n0 = 0; n0 < N; n0 += 16) {
+            int lanes = N - n0 < 16 ? N - n0 : 16;
+            float taps[9][16] __attribute__((aligned(64))) = {{0}};
+            for (int l = 0; l < lanes; l++) {
+                int co = flip ? kidx : n0 + l, ci = flip ? n0 + l : kidx;
+                const float *k = weight + ((size_t)co * cin + ci) * 9;
+                for (int i = 0; i < 9; i++) taps[i][l] = flip ? k[8 - i] : k[i];
+            }
+            v16 kv[9], t[16];
+            for (int i = 0; i < 9; i++) kv[i] = LD(taps[i]);
+            kernel_transform16(kv, t);
+            for (int x = 0; x < 16; x++) {
+                float *dst = wt + ((size_t)x * K + kidx) * N + n0;
+                if (lanes == 16) ST(dst, t[x]);
+                else for (int l = 0; l < lanes; l++) dst[l] = t[x][l];
+            }
+        }
+}
+
+void tk_wino_wgrad_finish(const float *z, int cout, int cin, float *dweight) {
+    /* dweight[co][ci] += Gᵀ z[·][co][ci] G */
+    size_t plane = (size_t)cout * cin;
+    for (size_t p = 0; p < plane; p++) {
+        float m[16], r[3][4];
+        for (int x = 0; x < 16; x++) m[x] = z[x * plane + p];
+        for (int j = 0; j < 4; j++) {
+            float a = m[j], b = m[4 + j], c = m[8 + j], d = m[12 + j];
+            r[0][j] = a + 0.5f * (b + c); r[1][j] = 0.5f * (b - c); r[2][j] = 0.5f * (b + c) + d;
+        }
+        float *o = dweight + p * 9;
+        for (int i = 0; i < 3; i++) {
+            float a = r[i][0], b = r[i][1], c = r[i][2], d = r[i][3];
+            o[i * 3 + 0] += a + 0.5f * (b + c); o[i * 3 + 1] += 0.5f * (b - c); o[i * 3 + 2] += 0.5f * (b + c) + d;
+        }
+    }
+}
+
+/* ---- transforms of planes (inlined into both instruction-set versions) ---- */
+
+#define EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+
+typedef int i16v __attribute__((vector_size(64)));
+
+/* Lanes l with lo + l < w kept, the rest zeroed (one row's columns in a vector). */
+INLINE v16 keep_below(v16 v, int lo, int w) {
+    i16v lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    i16v keep = (lane + lo) < w; /* −1 where true */
+    return (v16)((i16v)v & keep);
+}
+
+/* Copies an h×w plane into `stage` (same layout) with vector moves: its rows can then be read a
+ * whole vector pair at a time without reading past the caller's tensor. */
+INLINE void stage_plane(const float *x, size_t count, float *stage) {
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16) ST(stage + i, LD(x + i));
+    for (; i < count; i++) stage[i] = x[i];
+}
+
+/* Row y's padded columns 2tx..2tx+3 (tx = c..c+15) of a staged plane, as p0..p3: padded column j is
+ * x[y][j − 1], zero outside the row. */
+INLINE void padded_quads(const float *row, int w, int c, v16 *p) {
+    v16 z = (v16){0};
+    /* x[2tx] and x[2tx+1] for the 16 tile columns, and the neighbours on each side */
+    v16 a = keep_below(LD(row + 2 * c), 2 * c, w), b = keep_below(LD(row + 2 * c + 16), 2 * c + 16, w);
+    v16 ev = __builtin_shufflevector(a, b, EVEN), od = __builtin_shufflevector(a, b, ODD);
+    float before = c > 0 ? row[2 * c - 1] : 0.0f, after = 2 * c + 32 < w ? row[2 * c + 32] : 0.0f;
+    v16 left = z, right = z;
+    left[15] = before; right[0] = after;
+    p[0] = __builtin_shufflevector(left, od, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
+    p[1] = ev;
+    p[2] = od;
+    p[3] = __builtin_shufflevector(ev, right, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+}
+
+/* Row pass of an input plane (h×w): rbp[(2·kc + r mod 2)·rb + ⌊r/2⌋·tw + tx] = (d Bᵀ-row kc) of padded
+ * row r at tile column tx. Rows are written in order with whole vectors; each one's tail spills
+ * into the next row of the same parity, which overwrites it. */
+INLINE void in_rows(const float *x, wgeom g, float *stage, float *rbp) {
+    stage_plane(x, (size_t)g.h * g.w, stage);
+    int rows = 2 * g.th + 2;
+    for (int r = 0; r < rows; r++) {
+        float *d0 = rbp + (size_t)(r & 1) * g.rb + (size_t)(r >> 1) * g.tw;
+        float *d1 = d0 + 2 * g.rb, *d2 = d1 + 2 * g.rb, *d3 = d2 + 2 * g.rb;
+        int y = r - 1;
+        if (y < 0 || y >= g.h) {
+            v16 z = (v16){0};
+            for (int c = 0; c < g.tw; c += 16) { ST(d0 + c, z); ST(d1 + c, z); ST(d2 + c, z); ST(d3 + c, z); }
+            continue;
+        }
+        const float *row = stage + (size_t)y * g.w;
+        for (int c = 0; c < g.tw; c += 16) {
+            v16 p[4];
+            padded_quads(row, g.w, c, p);
+            ST(d0 + c, p[0] - p[2]); ST(d1 + c, p[1] + p[2]); ST(d2 + c, p[2] - p[1]); ST(d3 + c, p[1] - p[3]);
+        }
+    }
+}
+
+/* Column pass: tiles [t0, t1) of the plane → u[ξ·xs + (t − t0)] (whole vectors: up to 15 entries
+ * past t1 − t0 are written too). */
+INLINE void in_cols(const float *rbp, wgeom g, int t0, int t1, float *u, size_t xs) {
+    for (int kc = 0; kc < 4; kc++) {
+        const float *e = rbp + (size_t)(kc * 2) * g.rb, *o = e + g.rb;
+        float *u0 = u + (size_t)kc * xs - t0, *u1 = u0 + 4 * xs, *u2 = u1 + 4 * xs, *u3 = u2 + 4 * xs;
+        for (int t = t0; t < t1; t += 16) {
+            v16 d0 = LD(e + t), d1 = LD(o + t), d2 = LD(e + t + g.tw), d3 = LD(o + t + g.tw);
+            ST(u0 + t, d0 - d2); ST(u1 + t, d1 + d2); ST(u2 + t, d2 - d1); ST(u3 + t, d1 - d3);
+        }
+    }
+}
+
+/* Row pass of an output-gradient plane (h×w), 2×2 tiles: rbp[(2·kc + r mod 2)·rb + ⌊r/2⌋·tw + tx]
+ * = (A e)_kc of row r's pair (e0, e1) at tile column tx. */
+INLINE void grad_rows(const float *dy, wgeom g, float *stage, float *rbp) {
+    stage_plane(dy, (size_t)g.h * g.w, stage);
+    int rows = 2 * g.th;
+    for (int r = 0; r < rows; r++) {
+        float *d0 = rbp + (size_t)(r & 1) * g.rb + (size_t)(r >> 1) * g.tw;
+        float *d1 = d0 + 2 * g.rb, *d2 = d1 + 2 * g.rb, *d3 = d2 + 2 * g.rb;
+        if (r >= g.h) {
+            v16 z = (v16){0};
+            for (int c = 0; c < g.tw; c += 16) { ST(d0 + c, z); ST(d1 + c, z); ST(d2 + c, z); ST(d3 + c, z); }
+            continue;
+        }
+        const float *row = stage + (size_t)r * g.w;
+        for (int c = 0; c < g.tw; c += 16) {
+            v16 a = keep_below(LD(row + 2 * c), 2 * c, g.w), b = keep_below(LD(row + 2 * c + 16), 2 * c + 16, g.w);
+            v16 e0 = __builtin_shufflevector(a, b, EVEN), e1 = __builtin_shufflevector(a, b, ODD);
+            ST(d0 + c, e0); ST(d1 + c, e0 + e1); ST(d2 + c, e0 - e1); ST(d3 + c, -e1);
+        }
+    }
+}
+
+/* Column pass of the output gradient: v[ξ·xs + t] = (A dy_t Aᵀ)_ξ for every tile of the plane. */
+INLINE void grad_cols(const float *rbp, wgeom g, float *v, size_t xs) {
+    for (int kc = 0; kc < 4; kc++) {
+        const float *e = rbp + (size_t)(kc * 2) * g.rb, *o = e + g.rb;
+        float *v0 = v + (size_t)kc * xs, *v1 = v0 + 4 * xs, *v2 = v1 + 4 * xs, *v3 = v2 + 4 * xs;
+        for (int t = 0; t < g.tiles; t += 16) {
+            v16 f0 = LD(e + t), f1 = LD(o + t);
+            ST(v0 + t, f0); ST(v1 + t, f0 + f1); ST(v2 + t, f0 - f1); ST(v3 + t, -f1);
+        }
+    }
+}
+
+/* Output column pass: m[ξ·xs + (t − t0)] for tiles [t0, t1) of one output plane → sbp[(4·i + kc)·rb + t]
+ * = (Aᵀ m_t)[i][kc] (whole vectors: up to 15 entries past t1 are written too). */
+INLINE void out_cols(const float *m, size_t xs, wgeom g, int t0, int t1, float *sbp) {
+    for (int kc = 0; kc < 4; kc++) {
+        const float *m0 = m + (size_t)kc * xs - t0, *m1 = m0 + 4 * xs, *m2 = m1 + 4 * xs, *m3 = m2 + 4 * xs;
+        float *s0 = sbp + (size_t)kc * g.rb, *s1 = s0 + 4 * g.rb;
+        for (int t = t0; t < t1; t += 16) {
+            v16 a = LD(m0 + t), b = LD(m1 + t), c = LD(m2 + t), d = LD(m3 + t);
+            ST(s0 + t, a + b + c); ST(s1 + t, b - c - d);
+        }
+    }
+}
+
+/* Output row pass: y row 2ty+i, columns 2tx (even) and 2tx+1 (odd) from sbp. Rows go to the stage
+ * plane in order with whole vectors (each one's tail is overwritten by the next row), and the
+ * plane is copied out at the end; rows of a multiple of 32 are written in place. */
+INLINE void out_rows(const float *sbp, wgeom g, float *stage, float *y) {
+    int direct = g.w % 32 == 0;
+    for (int r = 0; r < g.h; r++) {
+        size_t base = (size_t)(r >> 1) * g.tw;
+        const float *q0 = sbp + (size_t)((r & 1) * 4) * g.rb + base, *q1 = q0 + g.rb, *q2 = q1 + g.rb, *q3 = q2 + g.rb;
+        float *row = (direct ? y : stage) + (size_t)r * g.w;
+        for (int c = 0; c < g.tw; c += 16) {
+            v16 a = LD(q0 + c), b = LD(q1 + c), cc = LD(q2 + c), d = LD(q3 + c);
+            v16 ev = a + b + cc, od = b - cc - d;
+            ST(row + 2 * c, __builtin_shufflevector(ev, od, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
+            ST(row + 2 * c + 16, __builtin_shufflevector(ev, od, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
+        }
+    }
+    if (!direct) stage_plane(stage, (size_t)g.h * g.w, y);
+}
+
+/* ---- the 16 products ---- */
+
+/* m (R rows × V vectors) = Σ_k wt[k][0..R) · u[k][0..16V) */
+INLINE void fgemm_tile(const int R, const int V, const float *u, size_t up, const float *wt, int n, int K, float *m,
+                       size_t mp) {
+    v16 acc[FR][FV];
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int v = 0; v < V; v++) acc[r][v] = (v16){0};
+    for (int k = 0; k < K; k++) {
+        const float *ur = u + (size_t)k * up, *wr = wt + (size_t)k * n;
+        v16 uv[FV];
+        UNROLL for (int v = 0; v < V; v++) uv[v] = LD(ur + 16 * v);
+        UNROLL for (int r = 0; r < R; r++) {
+            float s = wr[r];
+            UNROLL for (int v = 0; v < V; v++) acc[r][v] += s * uv[v];
+        }
+    }
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int v = 0; v < V; v++) ST(m + (size_t)r * mp + 16 * v, acc[r][v]);
+}
+
+#define FTILE_R(V)                                                                                          \
+    switch (R) {                                                                                            \
+    case 1: fgemm_tile(1, V, u, up, wt, n, K, m, mp); break;                                                \
+    case 2: fgemm_tile(2, V, u, up, wt, n, K, m, mp); break;                                                \
+    case 3: fgemm_tile(3, V, u, up, wt, n, K, m, mp); break;                                                \
+    case 4: fgemm_tile(4, V, u, up, wt, n, K, m, mp); break;                                                \
+    case 5: fgemm_tile(5, V, u, up, wt, n, K, m, mp); break;                                                \
+    case 6: fgemm_tile(6, V, u, up, wt, n, K, m, mp); break;                                                \
+    case 7: fgemm_tile(7, V, u, up, wt, n, K, m, mp); break;                                                \
+    default: fgemm_tile(8, V, u, up, wt, n, K, m, mp); break;                                               \
+    }
+
+INLINE void fgemm_dispatch(int R, int V, const float *u, size_t up, const float *wt, int n, int K, float *m,
+                           size_t mp) {
+    if (V == 3) { FTILE_R(3) } else if (V == 2) { FTILE_R(2) } else { FTILE_R(1) }
+}
+
+/* For each ξ: m_ξ (N × T) = wt_ξᵀ (N × K) · u_ξ (K × T), columns in vectors of 16. */
+INLINE void fgemm(const float *u, const float *wt, int K, int N, int T, size_t P, float *m) {
+    for (int x = 0; x < 16; x++) {
+        const float *ux = u + (size_t)x * K * P, *wx = wt + (size_t)x * K * N;
+        float *mx = m + (size_t)x * N * P;
+        for (int t = 0; t < T; t += 16 * FV) {
+            int V = (T - t + 15) / 16;
+            if (V > FV) V = FV;
+            for (int o = 0; o < N; o += FR) {
+                int R = N - o < FR ? N - o : FR;
+                fgemm_dispatch(R, V, ux + t, P, wx + o, N, K, mx + (size_t)o * P + t, P);
+            }
+        }
+    }
+}
+
+/* The 16 lane sums of a[0..16) in lanes 0..15, added in a fixed order. */
+INLINE v16 hsum16(const v16 *a) {
+    v16 b[8], c[4], d[2];
+    UNROLL for (int i = 0; i < 8; i++)
+        b[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+               __builtin_shufflevector(a[2 * i], a[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    UNROLL for (int i = 0; i < 4; i++)
+        c[i] = __builtin_shufflevector(b[2 * i], b[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+               __builtin_shufflevector(b[2 * i], b[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    UNROLL for (int i = 0; i < 2; i++)
+        d[i] = __builtin_shufflevector(c[2 * i], c[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
+               __builtin_shufflevector(c[2 * i], c[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+    return __builtin_shufflevector(d[0], d[1], EVEN) + __builtin_shufflevector(d[0], d[1], ODD);
+}
+
+/* z[r][s] += Σ_t gv[r][t] · uv[s][t] for an R × S block (rows of gv and uv `P` apart). */
+INLINE void wgemm_tile(const int R, const int S, const float *gv, const float *uv, size_t P, int T, float *z, int ldz) {
+    v16 acc[WR * WS];
+    UNROLL for (int i = 0; i < WR * WS; i++) acc[i] = (v16){0};
+    for (int t = 0; t < T; t += 16) {
+        v16 a[WR], b[WS];
+        UNROLL for (int r = 0; r < R; r++) a[r] = LD(gv + (size_t)r * P + t);
+        UNROLL for (int s = 0; s < S; s++) b[s] = LD(uv + (size_t)s * P + t);
+        UNROLL for (int r = 0; r < R; r++) UNROLL for (int s = 0; s < S; s++) acc[r * WS + s] += a[r] * b[s];
+    }
+    v16 sums = hsum16(acc);
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int s = 0; s < S; s++) z[(size_t)r * ldz + s] += sums[r * WS + s];
+}
+
+#define WTILE_S(R)                                                                                          \
+    switch (S) {                                                                                            \
+    case 1: wgemm_tile(R, 1, gv, uv, P, T, z, ldz); break;                                                  \
+    case 2: wgemm_tile(R, 2, gv, uv, P, T, z, ldz); break;                                                  \
+    case 3: wgemm_tile(R, 3, gv, uv, P, T, z, ldz); break;                                                  \
+    default: wgemm_tile(R, 4, gv, uv, P, T, z, ldz); break;                                                 \
+    }
+
+INLINE void wgemm_dispatch(int R, int S, const float *gv, const float *uv, size_t P, int T, float *z, int ldz) {
+    switch (R) {
+    case 1: WTILE_S(1) break;
+    case 2: WTILE_S(2) break;
+    case 3: WTILE_S(3) break;
+    default: WTILE_S(4) break;
+    }
+}
+
+/* z_ξ (cout × cin) += v_ξ (cout × T) · u_ξᵀ (T × cin) */
+INLINE void wgemm(const float *v, const float *u, int cout, int cin, int T, size_t P, float *z) {
+    for (int x = 0; x < 16; x++) {
+        const float *vx = v + (size_t)x * cout * P, *ux = u + (size_t)x * cin * P;
+        float *zx = z + (size_t)x * cout * cin;
+        for (int o = 0; o < cout; o += WR) {
+            int R = cout - o < WR ? cout - o : WR;
+            for (int c = 0; c < cin; c += WS) {
+                int S = cin - c < WS ? cin - c : WS;
+                wgemm_dispatch(R, S, vx + (size_t)o * P, ux + (size_t)c * P, P, T, zx + (size_t)o * cin + c, cin);
+            }
+        }
+    }
+}
+
+/* ---- passes ---- */
+
+/* Zeroes the columns [T, P) of `rows` rows so sums over padded columns add nothing. */
+INLINE void zero_tail(float *a, int rows, int T, size_t P) {
+    for (int r = 0; r < rows; r++) memset(a + (size_t)r * P + T, 0, sizeof(float) * (P - (size_t)T));
+}
+
+/*
+ * Forward pass, a group of images at a time: row passes of all its input planes, then blocks of
+ * block_vectors(cin)·16 tiles, each taken through the column pass, the 16 products and the output column pass
+ * while its U and M stay in L1, then the output row passes.
+ */
+INLINE void forward_impl(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
+                         float *scratch) {
+    wgeom g = make_wgeom(h, w);
+    int per = forward_images(g), B = 16 * block_vectors(cin);
+    size_t plane = (size_t)h * w, BP = block_pitch(g, cin), rbs = 8 * g.rb;
+    float *stage = scratch, *rin = stage + stage_floats(g), *rout = rin + (size_t)per * cin * rbs;
+    float *u = rout + (size_t)per * cout * rbs, *m = u + (size_t)16 * cin * BP;
+    for (int n0 = 0; n0 < n; n0 += per) {
+        int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
+        for (int i = 0; i < k; i++)
+            for (int c = 0; c < cin; c++) in_rows(x + ((size_t)(n0 + i) * cin + c) * plane, g, stage, rin + ((size_t)i * cin + c) * rbs);
+        for (int t0 = 0; t0 < T; t0 += B) {
+            int t1 = T - t0 < B ? T : t0 + B;
+            /* images' segments of the block, in order: each one's vector tail is overwritten by the next */
+            for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
+                int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
+                for (int c = 0; c < cin; c++)
+                    in_cols(rin + ((size_t)i * cin + c) * rbs, g, a - i * g.tiles, b - i * g.tiles,
+                            u + (size_t)c * BP + (a - t0), (size_t)cin * BP);
+            }
+            fgemm(u, wt, cin, cout, t1 - t0, BP, m);
+            for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
+                int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
+                for (int o = 0; o < cout; o++)
+                    out_cols(m + (size_t)o * BP + (a - t0), (size_t)cout * BP, g, a - i * g.tiles, b - i * g.tiles,
+                             rout + ((size_t)i * cout + o) * rbs);
+            }
+        }
+        for (int i = 0; i < k; i++)
+            for (int o = 0; o < cout; o++) out_rows(rout + ((size_t)i * cout + o) * rbs, g, stage, y + ((size_t)(n0 + i) * cout + o) * plane);
+    }
+}
+
+/* Weight gradient, a group of images at a time: U and V of the whole group, then the 16 products
+ * summed over all its tiles. */
+INLINE void wgrad_impl(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
+                       float *scratch) {
+    wgeom g = make_wgeom(h, w);
+    int per = wgrad_images(cin, cout, g);
+    size_t P = pitch(g, per), plane = (size_t)h * w;
+    float *stage = scratch, *rb = stage + stage_floats(g), *u = rb + 8 * g.rb, *v = u + (size_t)16 * cin * P;
+    memset(z, 0, sizeof(float) * 16 * (size_t)cin * cout);
+    for (int n0 = 0; n0 < n; n0 += per) {
+        int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
+        for (int i = 0; i < k; i++) {
+            for (int c = 0; c < cin; c++) {
+                in_rows(x + ((size_t)(n0 + i) * cin + c) * plane, g, stage, rb);
+                in_cols(rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)i * g.tiles, (size_t)cin * P);
+            }
+            for (int o = 0; o < cout; o++) {
+                grad_rows(dy + ((size_t)(n0 + i) * cout + o) * plane, g, stage, rb);
+                grad_cols(rb, g, v + (size_t)o * P + (size_t)i * g.tiles, (size_t)cout * P);
+            }
+        }
+        zero_tail(u, 16 * cin, T, P);
+        zero_tail(v, 16 * cout, T, P);
+        wgemm(v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
+    }
+}
+
+AVX512 static void forward_avx512(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
+                                  float *s) {
+    forward_impl(x, n, cin, h, w, wt, cout, y, s);
+}
+PORTABLE_W static void forward_portable(const float *x, int n, int cin, int h, int w, const float *wt, int cout,
+                                        float *y, float *s) {
+    forward_impl(x, n, cin, h, w, wt, cout, y, s);
+}
+AVX512 static void wgrad_avx512(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
+                                float *s) {
+    wgrad_impl(x, dy, n, cin, h, w, cout, z, s);
+}
+PORTABLE_W static void wgrad_portable(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
+                                      float *z, float *s) {
+    wgrad_impl(x, dy, n, cin, h, w, cout, z, s);
+}
+
+void tk_wino_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
+                     float *scratch) {
+    if (tk_conv3x3_uses_avx512()) forward_avx512(x, n, cin, h, w, wt, cout, y, scratch);
+    else forward_portable(x, n, cin, h, w, wt, cout, y, scratch);
+}
+
+void tk_wino_wgrad(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
+                   float *scratch) {
+    if (tk_conv3x3_uses_avx512()) wgrad_avx512(x, dy, n, cin, h, w, cout, z, scratch);
+    else wgrad_portable(x, dy, n, cin, h, w, cout, z, scratch);
+}
