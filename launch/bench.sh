@@ -19,6 +19,12 @@ echo "The same step with every convolution on im2col + GEMM (no direct kernels):
 echo; echo "$header"
 $bin bench --batch-size 32 --threads 1 --steps "$steps" --im2col --row
 echo
+echo "The same step with Winograd off (every stride-1 3×3 layer on the direct kernels):"
+echo; echo "$header"
+$bin bench --batch-size 32 --threads 1 --steps "$steps" --winograd-min-channels 1000000 --row
+echo
+$bin bench --conv-kernels
+echo
 echo "The same step with two BLAS threads (the direct kernels split the images over both):"
 echo; echo "$header"
 $bin bench --batch-size 32 --threads 2 --steps "$steps" --row

@@ -47,7 +47,7 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
 
 /* FR × FV: forward register tile (output rows × vectors of 16 tiles);
  * WR × WS: weight-gradient register tile. */
-enum { BLOCK_WIDE = 48, WGRAD_TILES = 256, WGRAD_FLOATS = 1 << 18, FR = 8, FV = 3, WR = 4, WS = 4 };
+enum { BLOCK_WIDE = 48, ROW_FLOATS = 1 << 17, WGRAD_TILES = 256, WGRAD_FLOATS = 1 << 18, FR = 8, FV = 3, WR = 4, WS = 4 };
 
 static size_t rup(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
@@ -71,12 +71,30 @@ static wgeom make_wgeom(int h, int w) {
  * plus room for the last image's vector tail. */
 static size_t pitch(wgeom g, int images) { return rup((size_t)images * g.tiles, 16) + 16; }
 
-/* Forward images per group: one when an image's tiles fill whole blocks, else enough images that
- * the partly filled last block wastes little. */
-static int forward_images(wgeom g) {
-    if (g.tiles % 16 == 0 || g.tiles >= 128) return 1;
-    int per = 128 / g.tiles;
-    return per < 1 ? 1 : per;
+/* Vectors of 16 tiles per forward block: one keeps a narrow layer's U and M in L1; wide layers
+ * take three, so each broadcast weight feeds three vectors. */
+static int block_vectors(int cin) { return cin >= BLOCK_WIDE ? FV : 1; }
+
+/* Forward images per group: their tiles should fill whole blocks (a last block of one vector
+ * runs the products at a third of the speed), within ROW_FLOATS of row-pass buffers. One image
+ * when it already spans several blocks; else the fewest images whose tiles make whole blocks,
+ * or failing that waste the fewest vector lanes. */
+static int forward_images(wgeom g, int cin, int cout) {
+    int B = 16 * block_vectors(cin);
+    if (g.tiles >= 4 * B) return 1;
+    size_t image = (size_t)(cin + cout) * 8 * g.rb;
+    int cap = (int)(ROW_FLOATS / (image ? image : 1));
+    if (cap > 8) cap = 8;
+    if (cap < 1) return 1;
+    int best = 1;
+    double waste = 1e9;
+    for (int per = 1; per <= cap; per++) {
+        size_t T = (size_t)per * g.tiles;
+        if (T % B == 0) return per;
+        double w = (double)(rup(T, 16) - T) / (double)T;
+        if (w < waste - 1e-12) { waste = w; best = per; }
+    }
+    return best;
 }
 
 /* Weight-gradient images per group: about WGRAD_TILES tiles, U and V within WGRAD_FLOATS. */
@@ -94,10 +112,6 @@ int tk_wino_wgrad_group(int cin, int cout, int h, int w) { return wgrad_images(c
 /* A staged plane and room for the last row's whole-vector reads and writes. */
 static size_t stage_floats(wgeom g) { return (size_t)g.h * g.w + 2 * (size_t)g.twp + 64; }
 
-/* Vectors of 16 tiles per forward block: one keeps a narrow layer's U and M in L1; wide layers
- * take three, so each broadcast weight feeds three vectors. */
-static int block_vectors(int cin) { return cin >= BLOCK_WIDE ? FV : 1; }
-
 /* Row pitch of a block's U and M: room for the vector tails of images' segments unless the
  * images' tiles fill whole vectors. */
 static size_t block_pitch(wgeom g, int cin) { return 16 * (size_t)block_vectors(cin) + (g.tiles % 16 == 0 ? 0 : 16); }
@@ -105,7 +119,7 @@ static size_t block_pitch(wgeom g, int cin) { return 16 * (size_t)block_vectors(
 /* Forward: stage, row passes of the group's input planes (cin each), output column passes (cout
  * each), one block's U and M. */
 static size_t forward_floats(int cin, int cout, wgeom g) {
-    size_t per = (size_t)forward_images(g);
+    size_t per = (size_t)forward_images(g, cin, cout);
     return stage_floats(g) + per * (size_t)(cin + cout) * 8 * g.rb + (size_t)16 * (cin + cout) * block_pitch(g, cin) + 64;
 }
 
@@ -447,7 +461,7 @@ INLINE void zero_tail(float *a, int rows, int T, size_t P) {
 INLINE void forward_impl(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
                          float *scratch) {
     wgeom g = make_wgeom(h, w);
-    int per = forward_images(g), B = 16 * block_vectors(cin);
+    int per = forward_images(g, cin, cout), B = 16 * block_vectors(cin);
     size_t plane = (size_t)h * w, BP = block_pitch(g, cin), rbs = 8 * g.rb;
     float *stage = scratch, *rin = stage + stage_floats(g), *rout = rin + (size_t)per * cin * rbs;
     float *u = rout + (size_t)per * cout * rbs, *m = u + (size_t)16 * cin * BP;

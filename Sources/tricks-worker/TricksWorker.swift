@@ -249,8 +249,18 @@ struct Bench: ParsableCommand {
     var im2col = false
     @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) (0: all of them; a huge value: none).")
     var winogradMinChannels = Conv2d.winogradMinChannels
+    @Flag(help: "Instead of the step: time one 3×3 stride-1 conv, direct kernels vs Winograd, at several widths and plane sizes.")
+    var convKernels = false
 
     func run() throws {
+        if convKernels {
+            BLAS.setThreads(threads)
+            var k = ConvKernelBenchmark()
+            k.batch = batchSize
+            print("# 3×3 stride-1 conv, batch \(batchSize), BLAS threads \(threads), direct kernels (\(Conv2d.directKernelISA)) vs Winograd F(2×2, 3×3); best of \(k.reps)\n")
+            print(k.run())
+            return
+        }
         let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
         defer { mpi?.finalize() }
         BLAS.setThreads(threads)

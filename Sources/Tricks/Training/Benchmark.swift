@@ -134,3 +134,51 @@ public struct StepBenchmark {
         return rows
     }
 }
+
+/// Times one 3×3 stride-1 convolution (forward; backward = input and weight gradient) on the
+/// direct kernels and on Winograd F(2×2, 3×3), interleaved rep by rep, at a list of widths and
+/// plane sizes: the measurements behind `Conv2d.winogradMinChannels` and `winogradMinSize`.
+public struct ConvKernelBenchmark {
+    public var batch = 32
+    public var reps = 15
+    /// (channels in = out, plane height = width)
+    public var shapes = [(16, 32), (32, 16), (64, 8), (16, 28), (32, 14), (64, 7), (64, 6), (64, 4), (64, 2), (64, 16), (128, 8), (128, 16)]
+
+    public init() {}
+
+    /// Runs the benchmark and returns a markdown table (best of `reps` per cell).
+    public func run() -> String {
+        let saved = (Conv2d.winogradMinChannels, Conv2d.winogradMinSize)
+        defer { (Conv2d.winogradMinChannels, Conv2d.winogradMinSize) = saved }
+        Conv2d.winogradMinSize = 1
+        var out = "| channels | plane | direct fwd ms | direct bwd ms | Winograd fwd ms | Winograd bwd ms | Winograd / direct |\n"
+        out += "|---:|---:|---:|---:|---:|---:|---:|\n"
+        for (c, s) in shapes {
+            var rng = SplitMix64(seed: 11)
+            let x = Tensor(shape: [batch, c, s, s]), dy = Tensor(shape: [batch, c, s, s])
+            for i in 0..<x.count { x[i] = Float(rng.normal()); dy[i] = Float(rng.normal()) }
+            let layers = [Int.max, 0].map { minChannels -> Conv2d in
+                Conv2d.winogradMinChannels = minChannels
+                let conv = Conv2d("c", c, c, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
+                for i in 0..<conv.weight.count { conv.weight.value[i] = Float(rng.normal()) * 0.05 }
+                return conv
+            }
+            var best = [Double](repeating: .infinity, count: 4)
+            for _ in 0..<reps {
+                for (k, minChannels) in [Int.max, 0].enumerated() {
+                    Conv2d.winogradMinChannels = minChannels
+                    let t0 = StepBenchmark.now()
+                    _ = layers[k].forward(x, mode: .training)
+                    let t1 = StepBenchmark.now()
+                    _ = layers[k].backward(dy)
+                    let t2 = StepBenchmark.now()
+                    best[2 * k] = min(best[2 * k], t1 - t0); best[2 * k + 1] = min(best[2 * k + 1], t2 - t1)
+                }
+            }
+            let ratio = (best[2] + best[3]) / (best[0] + best[1])
+            out += String(format: "| %d | %d×%d | %.3f | %.3f | %.3f | %.3f | %.2f |\n", c, s, s,
+                          1e3 * best[0], 1e3 * best[1], 1e3 * best[2], 1e3 * best[3], ratio)
+        }
+        return out
+    }
+}
