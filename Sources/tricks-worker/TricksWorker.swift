@@ -159,7 +159,7 @@ struct Train: ParsableCommand {
     @Option(help: "BLAS threads per rank (default: the OPENBLAS_NUM_THREADS setting, else cores / ranks on this node).")
     var threads: Int?
 
-    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) (0: all of them; a huge value: none).")
+    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) on planes whose 2×2 tiles fill vectors of 16 (8×8, 16×16, 32×32, …; 0: all such layers; a huge value: none).")
     var winogradMinChannels = Conv2d.winogradMinChannels
 
     func validate() throws {
@@ -247,7 +247,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Floats of unfolded input per conv GEMM (chunking; for tuning).") var columnBudget: Int?
     @Flag(help: "Run every convolution through im2col + GEMM, without the direct 3×3 kernels (for comparison).")
     var im2col = false
-    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) (0: all of them; a huge value: none).")
+    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) on planes whose 2×2 tiles fill vectors of 16 (8×8, 16×16, 32×32, …; 0: all such layers; a huge value: none).")
     var winogradMinChannels = Conv2d.winogradMinChannels
     @Flag(help: "Instead of the step: time one 3×3 stride-1 conv, direct kernels vs Winograd, at several widths and plane sizes.")
     var convKernels = false

@@ -8,9 +8,9 @@ final class LayerGradientTests: XCTestCase {
     /// the direct kernels and im2col + GEMM.
     private func checkConv3x3BothPaths(_ cin: Int, _ cout: Int, stride: Int, input: [Int], seed: UInt64,
                                        file: StaticString = #filePath, line: UInt = #line) {
-        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradMinSize)
-        Conv2d.winogradMinSize = 1
-        defer { (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradMinSize) = saved }
+        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane)
+        Conv2d.winogradAnyPlane = true
+        defer { (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane) = saved }
         for (direct, winograd) in [(true, true), (true, false), (false, false)] where !winograd || stride == 1 {
             Conv2d.directConvolution = direct
             Conv2d.winogradMinChannels = winograd ? 0 : Int.max
@@ -41,12 +41,12 @@ final class LayerGradientTests: XCTestCase {
             (2, 3, 5, 5, 6, 1), (1, 9, 12, 1, 1, 1), (2, 4, 3, 7, 33, 1), (3, 1, 2, 180, 180, 1), (2, 16, 16, 8, 8, 1),
             (2, 3, 5, 8, 8, 2), (2, 4, 7, 7, 9, 2), (1, 2, 3, 1, 1, 2), (3, 1, 2, 130, 131, 2),
         ]
-        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradMinSize)
+        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane)
         Conv2d.directConvolution = true
-        Conv2d.winogradMinSize = 1
+        Conv2d.winogradAnyPlane = true
         defer {
             Conv2d.forcePortableKernels(false)
-            (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradMinSize) = saved
+            (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane) = saved
         }
         for portable in [false, true] { for winograd in [false, true] {
             Conv2d.forcePortableKernels(portable)

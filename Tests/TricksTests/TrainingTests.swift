@@ -96,4 +96,19 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(net.workspace.totalCapacity, ws)
         XCTAssertLessThan(heap() - before, 256 * 1024, "heap grew by \(heap() - before) bytes over 10 steps")
     }
+
+    func testLargeBuffersAreHugePageAlignedAndZeroed() {
+        // Buffers of 256 KiB and more start on a 2 MiB boundary (whole huge pages, so their
+        // cache-set mapping is the same every run); small ones on a cache line; all zero-filled.
+        for count in [1, 1000, 65_535, 65_536, 1 << 20, 3_000_001] {
+            let t = Tensor(shape: [count])
+            let address = UInt(bitPattern: t.data)
+            let huge = count * 4 >= 256 << 10
+            XCTAssertEqual(address % UInt(huge ? 2 << 20 : 64), 0, "\(count) floats at \(address)")
+            XCTAssertEqual(t.array.max(), 0)
+            XCTAssertEqual(t.array.min(), 0)
+            t[count - 1] = 1   // the whole range is writable
+            XCTAssertEqual(t[count - 1], 1)
+        }
+    }
 }

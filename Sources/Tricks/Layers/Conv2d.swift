@@ -58,24 +58,34 @@ public final class Conv2d: Layer {
     public var usesDirectInputGrad: Bool { usesDirectKernel && stride == 1 }
 
     /// Stride-1 3×3 layers with at least this many input and output channels run on Winograd
-    /// F(2×2, 3×3) (`CKernels/winograd.c`): 2.25× fewer multiplies, but transforms whose cost per
-    /// tile does not shrink with the channel count. Measured on an AVX-512 core it is 15–25%
-    /// faster than the direct kernels at 64 and 128 channels, even at 32, slower at 16
-    /// (docs/performance.md). 0 uses it for every stride-1 3×3 layer, `Int.max` for none.
-    public static var winogradMinChannels = 64
+    /// F(2×2, 3×3) (`CKernels/winograd.c`) on planes where it pays (`winogradPlane`): 2.25×
+    /// fewer multiplies, but transforms whose cost per tile does not shrink with the channel
+    /// count. Measured on an AVX-512 core (`tricks-worker bench --conv-kernels`,
+    /// docs/performance.md), forward + backward take 0.64–0.85× the direct kernels' time at 32
+    /// to 128 channels and about the same at 16. 0 uses it for every stride-1 3×3 layer on such
+    /// planes, `Int.max` for none.
+    public static var winogradMinChannels = 32
 
-    /// ... and planes of at least this height and width: on 2×2 and 4×4 planes most of a 4×4
-    /// tile is padding, and the direct kernels are faster (docs/performance.md).
-    public static var winogradMinSize = 8
+    /// Use Winograd on any plane, not only where `winogradPlane` says it pays (tests).
+    public static var winogradAnyPlane = false
+
+    /// Planes where Winograd pays: even sides whose 2×2 tiles fill whole vectors of 16 per image
+    /// (8×8, 16×16, 32×32, …). Elsewhere partial tiles and part-filled vectors cost more than
+    /// the multiplies saved (14×14: 1.5×, 7×7: 1.0×, 4×4 and 2×2, mostly padding: 1.0–1.6×).
+    public static func winogradPlane(h: Int, w: Int) -> Bool {
+        h % 2 == 0 && w % 2 == 0 && (h / 2) * (w / 2) % 16 == 0
+    }
 
     /// True when this layer's output, input gradient and weight gradient run on Winograd for
-    /// inputs of at least `winogradMinSize` × `winogradMinSize`.
+    /// inputs whose planes pass `winogradPlane`.
     public var usesWinograd: Bool {
         usesDirectInputGrad && min(inChannels, outChannels) >= Conv2d.winogradMinChannels
     }
 
     /// Winograd for this geometry.
-    private func winograd(_ g: ConvGeometry) -> Bool { usesWinograd && min(g.h, g.w) >= Conv2d.winogradMinSize }
+    private func winograd(_ g: ConvGeometry) -> Bool {
+        usesWinograd && (Conv2d.winogradAnyPlane || Conv2d.winogradPlane(h: g.h, w: g.w))
+    }
 
     /// Images per Winograd weight-gradient group for these shapes.
     static func winogradGroup(cin: Int, cout: Int, h: Int, w: Int) -> Int {

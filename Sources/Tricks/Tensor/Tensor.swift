@@ -17,8 +17,7 @@ public final class Tensor: @unchecked Sendable {
         self.shape = shape
         let n = shape.reduce(1, *)
         capacity = max(n, 1)
-        data = .allocate(capacity: capacity)
-        data.initialize(repeating: 0, count: capacity)
+        data = Memory.zeroed(capacity)
     }
 
     /// A tensor holding a copy of `values`.
@@ -28,7 +27,7 @@ public final class Tensor: @unchecked Sendable {
         values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    deinit { data.deallocate() }
+    deinit { Memory.free(data) }
 
     /// Number of elements.
     public var count: Int { shape.reduce(1, *) }
@@ -39,10 +38,9 @@ public final class Tensor: @unchecked Sendable {
         if newShape == shape { return }
         let n = newShape.reduce(1, *)
         if n > capacity {
-            data.deallocate()
+            Memory.free(data)
             capacity = n
-            data = .allocate(capacity: n)
-            data.initialize(repeating: 0, count: n)
+            data = Memory.zeroed(n)
         }
         shape = newShape
     }

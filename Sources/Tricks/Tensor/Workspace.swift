@@ -6,18 +6,17 @@ public final class Workspace: @unchecked Sendable {
 
     public init() {}
 
-    deinit { buffers.forEach { $0.deallocate() } }
+    deinit { buffers.forEach { Memory.free($0) } }
 
     /// Scratch buffer number `slot` with room for at least `count` floats.
     /// Contents are unspecified; a later call for the same slot may return other memory.
     public func scratch(_ slot: Int, count: Int) -> UnsafeMutablePointer<Float> {
         while buffers.count <= slot {
-            buffers.append(.allocate(capacity: 1)); capacities.append(1)
+            buffers.append(Memory.zeroed(1)); capacities.append(1)
         }
         if capacities[slot] < count {
-            buffers[slot].deallocate()
-            buffers[slot] = .allocate(capacity: count)
-            buffers[slot].initialize(repeating: 0, count: count)
+            Memory.free(buffers[slot])
+            buffers[slot] = Memory.zeroed(count)
             capacities[slot] = count
         }
         return buffers[slot]

@@ -137,7 +137,7 @@ public struct StepBenchmark {
 
 /// Times one 3×3 stride-1 convolution (forward; backward = input and weight gradient) on the
 /// direct kernels and on Winograd F(2×2, 3×3), interleaved rep by rep, at a list of widths and
-/// plane sizes: the measurements behind `Conv2d.winogradMinChannels` and `winogradMinSize`.
+/// plane sizes: the measurements behind `Conv2d.winogradMinChannels` and `winogradPlane`.
 public struct ConvKernelBenchmark {
     public var batch = 32
     public var reps = 15
@@ -148,9 +148,9 @@ public struct ConvKernelBenchmark {
 
     /// Runs the benchmark and returns a markdown table (best of `reps` per cell).
     public func run() -> String {
-        let saved = (Conv2d.winogradMinChannels, Conv2d.winogradMinSize)
-        defer { (Conv2d.winogradMinChannels, Conv2d.winogradMinSize) = saved }
-        Conv2d.winogradMinSize = 1
+        let saved = (Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane)
+        defer { (Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane) = saved }
+        Conv2d.winogradAnyPlane = true
         var out = "| channels | plane | direct fwd ms | direct bwd ms | Winograd fwd ms | Winograd bwd ms | Winograd / direct |\n"
         out += "|---:|---:|---:|---:|---:|---:|---:|\n"
         for (c, s) in shapes {
