@@ -161,6 +161,8 @@ struct Train: ParsableCommand {
 
     @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) on planes whose 2×2 tiles fill vectors of 16 (8×8, 16×16, 32×32, …; 0: all such layers; a huge value: none).")
     var winogradMinChannels = Conv2d.winogradMinChannels
+    @Option(help: "The same threshold for the weight gradient alone (Winograd's pays from narrower layers).")
+    var winogradWeightGradMinChannels = Conv2d.winogradWeightGradMinChannels
 
     func validate() throws {
         if batchSize <= 0 { throw ValidationError("--batch-size must be positive") }
@@ -201,6 +203,7 @@ struct Train: ParsableCommand {
         let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
         let comm: Communicator = mpi ?? SingleProcessCommunicator()
         Conv2d.winogradMinChannels = winogradMinChannels
+        Conv2d.winogradWeightGradMinChannels = winogradWeightGradMinChannels
         if let t = threads {
             BLAS.setThreads(t)
         } else if env["OPENBLAS_NUM_THREADS"] == nil {
@@ -249,6 +252,8 @@ struct Bench: ParsableCommand {
     var im2col = false
     @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) on planes whose 2×2 tiles fill vectors of 16 (8×8, 16×16, 32×32, …; 0: all such layers; a huge value: none).")
     var winogradMinChannels = Conv2d.winogradMinChannels
+    @Option(help: "The same threshold for the weight gradient alone (Winograd's pays from narrower layers).")
+    var winogradWeightGradMinChannels = Conv2d.winogradWeightGradMinChannels
     @Flag(help: "Instead of the step: time one 3×3 stride-1 conv, direct kernels vs Winograd, at several widths and plane sizes.")
     var convKernels = false
 
@@ -267,6 +272,7 @@ struct Bench: ParsableCommand {
         if let c = columnBudget { Conv2d.columnBudget = c }
         if im2col { Conv2d.directConvolution = false }
         Conv2d.winogradMinChannels = winogradMinChannels
+        Conv2d.winogradWeightGradMinChannels = winogradWeightGradMinChannels
         var b = StepBenchmark()
         b.model = model; b.batch = batchSize; b.channels = channels; b.size = size; b.steps = steps
         if let mpi { b.comm = mpi }

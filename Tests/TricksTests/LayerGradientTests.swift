@@ -8,15 +8,17 @@ final class LayerGradientTests: XCTestCase {
     /// the direct kernels and im2col + GEMM.
     private func checkConv3x3BothPaths(_ cin: Int, _ cout: Int, stride: Int, input: [Int], seed: UInt64,
                                        file: StaticString = #filePath, line: UInt = #line) {
-        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane)
+        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane)
         Conv2d.winogradAnyPlane = true
-        defer { (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane) = saved }
+        defer { (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane) = saved }
         for (direct, winograd) in [(true, true), (true, false), (false, false)] where !winograd || stride == 1 {
             Conv2d.directConvolution = direct
             Conv2d.winogradMinChannels = winograd ? 0 : Int.max
+            Conv2d.winogradWeightGradMinChannels = winograd ? 0 : Int.max
             let c = Conv2d("c", cin, cout, kernel: 3, stride: stride, padding: 1, workspace: Workspace())
             XCTAssertEqual(c.usesDirectKernel, direct, file: file, line: line)
             XCTAssertEqual(c.usesWinograd, winograd, file: file, line: line)
+            XCTAssertEqual(c.usesWinogradWeightGrad, winograd, file: file, line: line)
             _ = c.weight.values.update(from: GradCheck.randomTensor([cout, cin, 3, 3], seed: seed, scale: 0.3).array)
             GradCheck.checkLayer(c, input: GradCheck.randomTensor(input, seed: seed + 1), file: file, line: line)
         }
@@ -41,16 +43,17 @@ final class LayerGradientTests: XCTestCase {
             (2, 3, 5, 5, 6, 1), (1, 9, 12, 1, 1, 1), (2, 4, 3, 7, 33, 1), (3, 1, 2, 180, 180, 1), (2, 16, 16, 8, 8, 1),
             (2, 3, 5, 8, 8, 2), (2, 4, 7, 7, 9, 2), (1, 2, 3, 1, 1, 2), (3, 1, 2, 130, 131, 2),
         ]
-        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane)
+        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane)
         Conv2d.directConvolution = true
         Conv2d.winogradAnyPlane = true
         defer {
             Conv2d.forcePortableKernels(false)
-            (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane) = saved
+            (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane) = saved
         }
         for portable in [false, true] { for winograd in [false, true] {
             Conv2d.forcePortableKernels(portable)
             Conv2d.winogradMinChannels = winograd ? 0 : Int.max
+            Conv2d.winogradWeightGradMinChannels = winograd ? 0 : Int.max
             for (si, s) in shapes.enumerated() where !winograd || s.s == 1 {
                 let oh = (s.h - 1) / s.s + 1, ow = (s.w - 1) / s.s + 1
                 let x = GradCheck.randomTensor([s.n, s.c, s.h, s.w], seed: 10 + UInt64(si))
@@ -80,6 +83,7 @@ final class LayerGradientTests: XCTestCase {
                 XCTAssertTrue(conv.usesDirectKernel)
                 XCTAssertEqual(conv.usesDirectInputGrad, s.s == 1)
                 XCTAssertEqual(conv.usesWinograd, winograd)
+                XCTAssertEqual(conv.usesWinogradWeightGrad, winograd)
                 _ = conv.weight.values.update(from: w.array)
                 conv.weight.grads.update(repeating: 0.5)
                 let out = conv.forward(x, mode: .training).array
@@ -147,18 +151,23 @@ final class LayerGradientTests: XCTestCase {
         let x = GradCheck.randomTensor([7, 24, 32, 32], seed: 41)
         let w = GradCheck.randomTensor([24, 24, 3, 3], seed: 42, scale: 0.1)
         let dy = GradCheck.randomTensor([7, 24, 32, 32], seed: 43)
-        let saved = (BLAS.threads, Conv2d.directConvolution, Conv2d.winogradMinChannels)
+        let saved = (BLAS.threads, Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels)
         Conv2d.directConvolution = true
-        defer { BLAS.setThreads(saved.0); (Conv2d.directConvolution, Conv2d.winogradMinChannels) = (saved.1, saved.2) }
+        defer {
+            BLAS.setThreads(saved.0)
+            (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels) = (saved.1, saved.2, saved.3)
+        }
         XCTAssertGreaterThan(7 / Conv2d.winogradGroup(cin: 24, cout: 24, h: 32, w: 32), 2)
         for winograd in [false, true] {
             Conv2d.winogradMinChannels = winograd ? 0 : Int.max
+            Conv2d.winogradWeightGradMinChannels = winograd ? 0 : Int.max
             var results: [[[Float]]] = []
             for threads in [1, 2, 3] {
                 BLAS.setThreads(threads)
                 let conv = Conv2d("c", 24, 24, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
                 XCTAssertTrue(conv.usesDirectKernel)
                 XCTAssertEqual(conv.usesWinograd, winograd)
+                XCTAssertEqual(conv.usesWinogradWeightGrad, winograd)
                 _ = conv.weight.values.update(from: w.array)
                 conv.weight.grads.update(repeating: 0.25)
                 let y = conv.forward(x, mode: .training).array

@@ -90,8 +90,9 @@ final class MPITests: XCTestCase {
         // 1e-7 perturbation grows to 1e-3, whichever kernel made it.)
         let d = try tempDir()
         let base = try setUpRun(d) + ["--no-shuffle", "--augment", "none", "--bn", "sync", "--max-steps", "5"]
-        let wino = base + ["--winograd-min-channels", "0"]
-        var r = try Self.run(np: 1, base + ["--winograd-min-channels", "100000", "--out", d + "/direct"])
+        let wino = base + ["--winograd-min-channels", "0", "--winograd-weight-grad-min-channels", "0"]
+        var r = try Self.run(np: 1, base + ["--winograd-min-channels", "100000", "--winograd-weight-grad-min-channels", "100000",
+                                            "--out", d + "/direct"])
         XCTAssertEqual(r.status, 0, r.err)
         for np in [1, 2, 4, 8] {
             r = try Self.run(np: np, wino + ["--out", d + "/np\(np)"])
@@ -105,15 +106,21 @@ final class MPITests: XCTestCase {
     }
 
     func testWorldSizeInvarianceWithAugmentationAndShuffling() throws {
+        // Shuffled, augmented batches sharded over 4 ranks give the same training as one rank:
+        // a sample dealt to the wrong rank or augmented differently shows from the first step.
+        // Compared after 5 steps (measured ≤ 1e-6). On this toy problem with augmentation,
+        // longer runs amplify float rounding by 10³–10⁴ at some schedule lengths, with any
+        // kernels: np=1 vs np=4, all on the direct kernels, differ by 9e-4, 2e-3 and 2e-2
+        // after 6, 8 and 12-step schedules, and by 2e-5 after 20 steps.
         let d = try tempDir()
-        let base = try setUpRun(d) + ["--augment", "standard", "--seed", "5", "--bn", "sync"]
+        let base = try setUpRun(d) + ["--augment", "standard", "--seed", "5", "--bn", "sync", "--max-steps", "5"]
         var r = try Self.run(np: 1, base + ["--out", d + "/np1"])
         XCTAssertEqual(r.status, 0, r.err)
         r = try Self.run(np: 4, base + ["--out", d + "/np4"])
         XCTAssertEqual(r.status, 0, r.err)
         let diff = try Self.differences(d + "/np4/model.safetensors", d + "/np1/model.safetensors")
         let worst = diff.max { $0.value < $1.value }!
-        XCTAssertLessThan(worst.value, 1e-4, "\(worst.key) differs by \(worst.value)")
+        XCTAssertLessThan(worst.value, 1e-5, "\(worst.key) differs by \(worst.value)")
     }
 
     func testOnlyRankZeroPrintsAndErrorsEndTheJob() throws {

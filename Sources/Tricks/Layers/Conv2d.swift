@@ -66,6 +66,10 @@ public final class Conv2d: Layer {
     /// planes, `Int.max` for none.
     public static var winogradMinChannels = 32
 
+    /// The weight gradient's own threshold: Winograd's weight gradient pays from narrower
+    /// layers than its forward pass (no output transform; docs/performance.md).
+    public static var winogradWeightGradMinChannels = 16
+
     /// Use Winograd on any plane, not only where `winogradPlane` says it pays (tests).
     public static var winogradAnyPlane = false
 
@@ -82,10 +86,20 @@ public final class Conv2d: Layer {
         usesDirectInputGrad && min(inChannels, outChannels) >= Conv2d.winogradMinChannels
     }
 
-    /// Winograd for this geometry.
-    private func winograd(_ g: ConvGeometry) -> Bool {
-        usesWinograd && (Conv2d.winogradAnyPlane || Conv2d.winogradPlane(h: g.h, w: g.w))
+    /// True when its weight gradient runs on Winograd, on the same planes.
+    public var usesWinogradWeightGrad: Bool {
+        usesDirectInputGrad && min(inChannels, outChannels) >= Conv2d.winogradWeightGradMinChannels
     }
+
+    private func winogradPlane(_ g: ConvGeometry) -> Bool {
+        Conv2d.winogradAnyPlane || Conv2d.winogradPlane(h: g.h, w: g.w)
+    }
+
+    /// Winograd for this geometry's output and input gradient.
+    private func winograd(_ g: ConvGeometry) -> Bool { usesWinograd && winogradPlane(g) }
+
+    /// Winograd for this geometry's weight gradient.
+    private func winogradWgrad(_ g: ConvGeometry) -> Bool { usesWinogradWeightGrad && winogradPlane(g) }
 
     /// Images per Winograd weight-gradient group for these shapes.
     static func winogradGroup(cin: Int, cout: Int, h: Int, w: Int) -> Int {
@@ -94,9 +108,10 @@ public final class Conv2d: Layer {
 
     /// Scratch for each of `workers` threads of the direct kernels (slots 0, 2, 3, …).
     private func directScratch(_ g: ConvGeometry, workers: Int) -> [UnsafeMutablePointer<Float>] {
-        let count = winograd(g)
-            ? tk_wino_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w))
-            : tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride))
+        let direct = tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride))
+        let count = winograd(g) || winogradWgrad(g)
+            ? max(direct, tk_wino_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
+            : direct
         return (0..<workers).map { ws.scratch($0 == 0 ? 0 : $0 + 1, count: count) }
     }
 
@@ -136,7 +151,7 @@ public final class Conv2d: Layer {
     /// several threads each group's sum lands in its own buffer and the buffers are added
     /// in group order, which is exactly the arithmetic of one thread doing all groups.
     private func directWeightGrad(_ x: Tensor, _ dy: Tensor, _ g: ConvGeometry) {
-        if winograd(g) { return winogradWeightGrad(x, dy, g) }
+        if winogradWgrad(g) { return winogradWeightGrad(x, dy, g) }
         let per = Int(tk_conv3x3_wgrad_group(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride)))
         let groups = (g.n + per - 1) / per
         let workers = directWorkers(groups), scratch = directScratch(g, workers: workers)

@@ -135,9 +135,12 @@ public struct StepBenchmark {
     }
 }
 
-/// Times one 3×3 stride-1 convolution (forward; backward = input and weight gradient) on the
-/// direct kernels and on Winograd F(2×2, 3×3), interleaved rep by rep, at a list of widths and
-/// plane sizes: the measurements behind `Conv2d.winogradMinChannels` and `winogradPlane`.
+/// Times one 3×3 stride-1 convolution on the direct kernels and on Winograd F(2×2, 3×3),
+/// interleaved rep by rep, at a list of widths and plane sizes: forward, input gradient and
+/// weight gradient separately (the weight gradient alone is a backward pass with
+/// `needsInputGrad` off; the input gradient is the full backward minus that). These are the
+/// measurements behind `Conv2d.winogradMinChannels`, `winogradWeightGradMinChannels` and
+/// `winogradPlane`.
 public struct ConvKernelBenchmark {
     public var batch = 32
     public var reps = 15
@@ -146,38 +149,50 @@ public struct ConvKernelBenchmark {
 
     public init() {}
 
-    /// Runs the benchmark and returns a markdown table (best of `reps` per cell).
+    /// Runs the benchmark and returns a markdown table (best of `reps` per cell, ms).
     public func run() -> String {
-        let saved = (Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane)
-        defer { (Conv2d.winogradMinChannels, Conv2d.winogradAnyPlane) = saved }
+        let saved = (Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane)
+        defer { (Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane) = saved }
         Conv2d.winogradAnyPlane = true
-        var out = "| channels | plane | direct fwd ms | direct bwd ms | Winograd fwd ms | Winograd bwd ms | Winograd / direct |\n"
-        out += "|---:|---:|---:|---:|---:|---:|---:|\n"
+        var out = "| channels | plane | direct fwd | direct input grad | direct weight grad | Winograd fwd | Winograd input grad | Winograd weight grad | Winograd / direct: fwd, input, weight |\n"
+        out += "|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        func use(_ winograd: Bool) {
+            Conv2d.winogradMinChannels = winograd ? 0 : Int.max
+            Conv2d.winogradWeightGradMinChannels = winograd ? 0 : Int.max
+        }
         for (c, s) in shapes {
             var rng = SplitMix64(seed: 11)
             let x = Tensor(shape: [batch, c, s, s]), dy = Tensor(shape: [batch, c, s, s])
             for i in 0..<x.count { x[i] = Float(rng.normal()); dy[i] = Float(rng.normal()) }
-            let layers = [Int.max, 0].map { minChannels -> Conv2d in
-                Conv2d.winogradMinChannels = minChannels
+            let layers = [false, true].map { winograd -> Conv2d in
+                use(winograd)
                 let conv = Conv2d("c", c, c, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
                 for i in 0..<conv.weight.count { conv.weight.value[i] = Float(rng.normal()) * 0.05 }
                 return conv
             }
-            var best = [Double](repeating: .infinity, count: 4)
+            var best = [Double](repeating: .infinity, count: 6)   // per path: fwd, full bwd, weight grad
             for _ in 0..<reps {
-                for (k, minChannels) in [Int.max, 0].enumerated() {
-                    Conv2d.winogradMinChannels = minChannels
+                for (k, winograd) in [false, true].enumerated() {
+                    use(winograd)
+                    let conv = layers[k]
                     let t0 = StepBenchmark.now()
-                    _ = layers[k].forward(x, mode: .training)
+                    _ = conv.forward(x, mode: .training)
                     let t1 = StepBenchmark.now()
-                    _ = layers[k].backward(dy)
+                    conv.needsInputGrad = true
+                    _ = conv.backward(dy)
                     let t2 = StepBenchmark.now()
-                    best[2 * k] = min(best[2 * k], t1 - t0); best[2 * k + 1] = min(best[2 * k + 1], t2 - t1)
+                    conv.needsInputGrad = false
+                    _ = conv.backward(dy)
+                    let t3 = StepBenchmark.now()
+                    best[3 * k] = min(best[3 * k], t1 - t0)
+                    best[3 * k + 1] = min(best[3 * k + 1], t2 - t1)
+                    best[3 * k + 2] = min(best[3 * k + 2], t3 - t2)
                 }
             }
-            let ratio = (best[2] + best[3]) / (best[0] + best[1])
-            out += String(format: "| %d | %d×%d | %.3f | %.3f | %.3f | %.3f | %.2f |\n", c, s, s,
-                          1e3 * best[0], 1e3 * best[1], 1e3 * best[2], 1e3 * best[3], ratio)
+            let d = [best[0], max(0, best[1] - best[2]), best[2]], w = [best[3], max(0, best[4] - best[5]), best[5]]
+            out += String(format: "| %d | %d×%d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f, %.2f, %.2f |\n", c, s, s,
+                          1e3 * d[0], 1e3 * d[1], 1e3 * d[2], 1e3 * w[0], 1e3 * w[1], 1e3 * w[2],
+                          w[0] / d[0], w[1] / d[1], w[2] / d[2])
         }
         return out
     }
