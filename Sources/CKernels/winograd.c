@@ -47,7 +47,7 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
 
 /* FR × FV: forward register tile (output rows × vectors of 16 tiles);
  * WR × WS: weight-gradient register tile. */
-enum { BLOCK_WIDE = 48, ROW_FLOATS = 1 << 17, WGRAD_TILES = 256, WGRAD_FLOATS = 1 << 18, FR = 8, FV = 3, WR = 4, WS = 4 };
+enum { BLOCK_WIDE = 16, ROW_FLOATS = 1 << 17, WGRAD_TILES = 256, WGRAD_FLOATS = 1 << 18, FR = 8, FV = 3, WR = 4, WS = 4 };
 
 static size_t rup(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
@@ -71,8 +71,9 @@ static wgeom make_wgeom(int h, int w) {
  * plus room for the last image's vector tail. */
 static size_t pitch(wgeom g, int images) { return rup((size_t)images * g.tiles, 16) + 16; }
 
-/* Vectors of 16 tiles per forward block: one keeps a narrow layer's U and M in L1; wide layers
- * take three, so each broadcast weight feeds three vectors. */
+/* Vectors of 16 tiles per forward block: three, so each broadcast weight feeds three vectors
+ * (measured faster than one from 16 channels up, where one block's U and M are 48 KiB each and
+ * more); one for layers narrower than that. */
 static int block_vectors(int cin) { return cin >= BLOCK_WIDE ? FV : 1; }
 
 /* Forward images per group: their tiles should fill whole blocks (a last block of one vector

@@ -61,9 +61,10 @@ public final class Conv2d: Layer {
     /// F(2×2, 3×3) (`CKernels/winograd.c`) on planes where it pays (`winogradPlane`): 2.25×
     /// fewer multiplies, but transforms whose cost per tile does not shrink with the channel
     /// count. Measured on an AVX-512 core (`tricks-worker bench --conv-kernels`,
-    /// docs/performance.md), forward + backward take 0.64–0.85× the direct kernels' time at 32
-    /// to 128 channels and about the same at 16. 0 uses it for every stride-1 3×3 layer on such
-    /// planes, `Int.max` for none.
+    /// docs/performance.md), output and input gradient take 0.6–0.85× the direct kernels' time
+    /// at 32 to 128 channels; at 16, 0.92–1.0×, within this machine's noise, so those layers keep
+    /// the direct kernels. 0 uses it for every stride-1 3×3 layer on such planes, `Int.max` for
+    /// none.
     public static var winogradMinChannels = 32
 
     /// The weight gradient's own threshold: Winograd's weight gradient pays from narrower
