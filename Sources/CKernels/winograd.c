@@ -11,11 +11,14 @@
  * The input gradient is the same computation with the kernel flipped and the channel roles
  * swapped; the weight gradient is its adjoint: Σ_tiles Gᵀ[(A dy Aᵀ) ⊙ (Bᵀ d B)]G.
  *
- * Transforms run on a whole channel plane of an image at once, separably: the row pass
- * reads a padded row and writes 4 values per tile column (even and odd columns come from
- * two contiguous loads and a shuffle), the column pass combines rows into the 16 values of
- * every tile, a flat vector loop over the plane's tiles. Tiles of a group of images sit
- * side by side in U, M and V so the products see enough columns.
+ * Transforms are separable: the row pass reads a padded row of a channel plane and writes 4
+ * values per tile column (even and odd columns come from two contiguous loads and a shuffle);
+ * the column pass combines rows into the 16 values of each tile, a flat vector loop over tiles.
+ * The forward pass (and so the input gradient) runs the row passes of a group of images, then
+ * takes blocks of 48 tiles through the column pass, the 16 products and the output column pass
+ * while the block's U and M are in cache, then the output row passes. The weight gradient
+ * transforms a group of about 256 tiles whole and sums the products over them in registers.
+ * Tiles of a group's images sit side by side, so the products see enough columns.
  *
  * One source, written with vector extensions: compiled once for AVX-512 (chosen at run time,
  * like the direct kernels) and once as portable code (with AVX2 and baseline clones).
@@ -45,8 +48,10 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
 #define PORTABLE_W
 #endif
 
-/* FR × FV: forward register tile (output rows × vectors of 16 tiles);
- * WR × WS: weight-gradient register tile. */
+/* BLOCK_WIDE: input channels from which forward blocks hold FV vectors of tiles (else one);
+ * ROW_FLOATS: cap on a forward group's row-pass buffers; WGRAD_TILES, WGRAD_FLOATS: target tiles
+ * and cap on U + V of a weight-gradient group; FR × FV: forward register tile (output rows ×
+ * vectors of 16 tiles); WR × WS: weight-gradient register tile (output × input channels). */
 enum { BLOCK_WIDE = 16, ROW_FLOATS = 1 << 17, WGRAD_TILES = 256, WGRAD_FLOATS = 1 << 18, FR = 8, FV = 3, WR = 4, WS = 4 };
 
 static size_t rup(size_t v, size_t m) { return (v + m - 1) / m * m; }
