@@ -4,6 +4,29 @@ import XCTest
 /// Every layer's backward pass against central finite differences (tolerance stated per test:
 /// |fd − backward| ≤ tol·max(1, |backward|), in float32 with step h).
 final class LayerGradientTests: XCTestCase {
+    /// Winograd for every eligible layer's three passes (on), or for none (off).
+    private func useWinograd(_ on: Bool) {
+        Conv2d.winogradMinChannels = on ? 0 : Int.max
+        Conv2d.winogradWeightGradMinChannels = on ? 0 : Int.max
+    }
+
+    /// A 3×3 padding-1 conv with weight `w` and gradient preset to `grad`: its output, input
+    /// gradient and accumulated weight gradient for `x` and `dy`, after checking which kernels
+    /// it runs on.
+    private func convPasses(_ w: Tensor, stride: Int, x: Tensor, dy: Tensor, grad: Float, winograd: Bool,
+                            file: StaticString = #filePath, line: UInt = #line) -> [[Float]] {
+        let conv = Conv2d("c", w.shape[1], w.shape[0], kernel: 3, stride: stride, padding: 1, workspace: Workspace())
+        XCTAssertTrue(conv.usesDirectKernel, file: file, line: line)
+        XCTAssertEqual(conv.usesDirectInputGrad, stride == 1, file: file, line: line)
+        XCTAssertEqual(conv.usesWinograd, winograd, file: file, line: line)
+        XCTAssertEqual(conv.usesWinogradWeightGrad, winograd, file: file, line: line)
+        _ = conv.weight.values.update(from: w.array)
+        conv.weight.grads.update(repeating: grad)
+        let y = conv.forward(x, mode: .training).array
+        let dx = conv.backward(dy).array
+        return [y, dx, Array(conv.weight.grads)]
+    }
+
     /// Finite differences for a 3×3 padding-1 conv on every implementation: Winograd (stride 1),
     /// the direct kernels and im2col + GEMM.
     private func checkConv3x3BothPaths(_ cin: Int, _ cout: Int, stride: Int, input: [Int], seed: UInt64,
@@ -13,8 +36,7 @@ final class LayerGradientTests: XCTestCase {
         defer { (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane) = saved }
         for (direct, winograd) in [(true, true), (true, false), (false, false)] where !winograd || stride == 1 {
             Conv2d.directConvolution = direct
-            Conv2d.winogradMinChannels = winograd ? 0 : Int.max
-            Conv2d.winogradWeightGradMinChannels = winograd ? 0 : Int.max
+            useWinograd(winograd)
             let c = Conv2d("c", cin, cout, kernel: 3, stride: stride, padding: 1, workspace: Workspace())
             XCTAssertEqual(c.usesDirectKernel, direct, file: file, line: line)
             XCTAssertEqual(c.usesWinograd, winograd, file: file, line: line)
@@ -52,8 +74,7 @@ final class LayerGradientTests: XCTestCase {
         }
         for portable in [false, true] { for winograd in [false, true] {
             Conv2d.forcePortableKernels(portable)
-            Conv2d.winogradMinChannels = winograd ? 0 : Int.max
-            Conv2d.winogradWeightGradMinChannels = winograd ? 0 : Int.max
+            useWinograd(winograd)
             for (si, s) in shapes.enumerated() where !winograd || s.s == 1 {
                 let oh = (s.h - 1) / s.s + 1, ow = (s.w - 1) / s.s + 1
                 let x = GradCheck.randomTensor([s.n, s.c, s.h, s.w], seed: 10 + UInt64(si))
@@ -79,16 +100,8 @@ final class LayerGradientTests: XCTestCase {
                     }
                     dw[((o * s.c + c) * 3 + i) * 3 + j] += gw
                 } } } } }
-                let conv = Conv2d("c", s.c, s.k, kernel: 3, stride: s.s, padding: 1, workspace: Workspace())
-                XCTAssertTrue(conv.usesDirectKernel)
-                XCTAssertEqual(conv.usesDirectInputGrad, s.s == 1)
-                XCTAssertEqual(conv.usesWinograd, winograd)
-                XCTAssertEqual(conv.usesWinogradWeightGrad, winograd)
-                _ = conv.weight.values.update(from: w.array)
-                conv.weight.grads.update(repeating: 0.5)
-                let out = conv.forward(x, mode: .training).array
-                let gx = conv.backward(dy).array
-                let gw = Array(conv.weight.grads)
+                let passes = convPasses(w, stride: s.s, x: x, dy: dy, grad: 0.5, winograd: winograd)
+                let (out, gx, gw) = (passes[0], passes[1], passes[2])
                 let tag = "\(portable ? "portable" : Conv2d.directKernelISA)\(winograd ? " winograd" : "") \(s)"
                 // Float32 sums of `terms` products: error bound 1e-6·√terms relative to the largest value.
                 let checks = [("y", out, y, s.c * 9), ("dx", gx, dx, s.k * 9), ("dw", gw, dw, s.n * oh * ow)]
@@ -159,20 +172,11 @@ final class LayerGradientTests: XCTestCase {
         }
         XCTAssertGreaterThan(7 / Conv2d.winogradGroup(cin: 24, cout: 24, h: 32, w: 32), 2)
         for winograd in [false, true] {
-            Conv2d.winogradMinChannels = winograd ? 0 : Int.max
-            Conv2d.winogradWeightGradMinChannels = winograd ? 0 : Int.max
+            useWinograd(winograd)
             var results: [[[Float]]] = []
             for threads in [1, 2, 3] {
                 BLAS.setThreads(threads)
-                let conv = Conv2d("c", 24, 24, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
-                XCTAssertTrue(conv.usesDirectKernel)
-                XCTAssertEqual(conv.usesWinograd, winograd)
-                XCTAssertEqual(conv.usesWinogradWeightGrad, winograd)
-                _ = conv.weight.values.update(from: w.array)
-                conv.weight.grads.update(repeating: 0.25)
-                let y = conv.forward(x, mode: .training).array
-                let dx = conv.backward(dy).array
-                results.append([y, dx, Array(conv.weight.grads)])
+                results.append(convPasses(w, stride: 1, x: x, dy: dy, grad: 0.25, winograd: winograd))
             }
             for r in results.dropFirst() {
                 for (i, name) in ["y", "dx", "dw"].enumerated() {
