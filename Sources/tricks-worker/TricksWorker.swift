@@ -159,10 +159,7 @@ struct Train: ParsableCommand {
     @Option(help: "BLAS threads per rank (default: the OPENBLAS_NUM_THREADS setting, else cores / ranks on this node).")
     var threads: Int?
 
-    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) on planes whose 2×2 tiles fill vectors of 16 (8×8, 16×16, 32×32, …; 0: all such layers; a huge value: none).")
-    var winogradMinChannels = Conv2d.winogradMinChannels
-    @Option(help: "The same threshold for the weight gradient alone (Winograd's pays from narrower layers).")
-    var winogradWeightGradMinChannels = Conv2d.winogradWeightGradMinChannels
+    @OptionGroup var winograd: WinogradOptions
 
     func validate() throws {
         if batchSize <= 0 { throw ValidationError("--batch-size must be positive") }
@@ -202,8 +199,7 @@ struct Train: ParsableCommand {
         let env = ProcessInfo.processInfo.environment
         let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
         let comm: Communicator = mpi ?? SingleProcessCommunicator()
-        Conv2d.winogradMinChannels = winogradMinChannels
-        Conv2d.winogradWeightGradMinChannels = winogradWeightGradMinChannels
+        winograd.apply()
         if let t = threads {
             BLAS.setThreads(t)
         } else if env["OPENBLAS_NUM_THREADS"] == nil {
@@ -235,6 +231,19 @@ struct Train: ParsableCommand {
     func json(_ d: Double) -> String { d.isFinite ? String(format: "%.6g", d) : "null" }
 }
 
+/// Where the convolutions use Winograd (`train` and `bench`).
+struct WinogradOptions: ParsableArguments {
+    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) on planes whose 2×2 tiles fill vectors of 16 (8×8, 16×16, 32×32, …; 0: all such layers; a huge value: none).")
+    var winogradMinChannels = Conv2d.winogradMinChannels
+    @Option(help: "The same threshold for the weight gradient alone (Winograd's pays from narrower layers).")
+    var winogradWeightGradMinChannels = Conv2d.winogradWeightGradMinChannels
+
+    func apply() {
+        Conv2d.winogradMinChannels = winogradMinChannels
+        Conv2d.winogradWeightGradMinChannels = winogradWeightGradMinChannels
+    }
+}
+
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time training steps on random data and print a per-layer table (build with -c release).")
@@ -250,10 +259,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Floats of unfolded input per conv GEMM (chunking; for tuning).") var columnBudget: Int?
     @Flag(help: "Run every convolution through im2col + GEMM, without the direct 3×3 kernels (for comparison).")
     var im2col = false
-    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) on planes whose 2×2 tiles fill vectors of 16 (8×8, 16×16, 32×32, …; 0: all such layers; a huge value: none).")
-    var winogradMinChannels = Conv2d.winogradMinChannels
-    @Option(help: "The same threshold for the weight gradient alone (Winograd's pays from narrower layers).")
-    var winogradWeightGradMinChannels = Conv2d.winogradWeightGradMinChannels
+    @OptionGroup var winograd: WinogradOptions
     @Flag(help: "Instead of the step: time one 3×3 stride-1 conv, direct kernels vs Winograd, at several widths and plane sizes.")
     var convKernels = false
 
@@ -271,8 +277,7 @@ struct Bench: ParsableCommand {
         BLAS.setThreads(threads)
         if let c = columnBudget { Conv2d.columnBudget = c }
         if im2col { Conv2d.directConvolution = false }
-        Conv2d.winogradMinChannels = winogradMinChannels
-        Conv2d.winogradWeightGradMinChannels = winogradWeightGradMinChannels
+        winograd.apply()
         var b = StepBenchmark()
         b.model = model; b.batch = batchSize; b.channels = channels; b.size = size; b.steps = steps
         if let mpi { b.comm = mpi }

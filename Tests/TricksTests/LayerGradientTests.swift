@@ -4,12 +4,6 @@ import XCTest
 /// Every layer's backward pass against central finite differences (tolerance stated per test:
 /// |fd − backward| ≤ tol·max(1, |backward|), in float32 with step h).
 final class LayerGradientTests: XCTestCase {
-    /// Winograd for every eligible layer's three passes (on), or for none (off).
-    private func useWinograd(_ on: Bool) {
-        Conv2d.winogradMinChannels = on ? 0 : Int.max
-        Conv2d.winogradWeightGradMinChannels = on ? 0 : Int.max
-    }
-
     /// A 3×3 padding-1 conv with weight `w` and gradient preset to `grad`: its output, input
     /// gradient and accumulated weight gradient for `x` and `dy`, after checking which kernels
     /// it runs on.
@@ -36,7 +30,7 @@ final class LayerGradientTests: XCTestCase {
         defer { (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane) = saved }
         for (direct, winograd) in [(true, true), (true, false), (false, false)] where !winograd || stride == 1 {
             Conv2d.directConvolution = direct
-            useWinograd(winograd)
+            Conv2d.useWinograd(winograd)
             let c = Conv2d("c", cin, cout, kernel: 3, stride: stride, padding: 1, workspace: Workspace())
             XCTAssertEqual(c.usesDirectKernel, direct, file: file, line: line)
             XCTAssertEqual(c.usesWinograd, winograd, file: file, line: line)
@@ -74,7 +68,7 @@ final class LayerGradientTests: XCTestCase {
         }
         for portable in [false, true] { for winograd in [false, true] {
             Conv2d.forcePortableKernels(portable)
-            useWinograd(winograd)
+            Conv2d.useWinograd(winograd)
             for (si, s) in shapes.enumerated() where !winograd || s.s == 1 {
                 let oh = (s.h - 1) / s.s + 1, ow = (s.w - 1) / s.s + 1
                 let x = GradCheck.randomTensor([s.n, s.c, s.h, s.w], seed: 10 + UInt64(si))
@@ -172,7 +166,7 @@ final class LayerGradientTests: XCTestCase {
         }
         XCTAssertGreaterThan(7 / Conv2d.winogradGroup(cin: 24, cout: 24, h: 32, w: 32), 2)
         for winograd in [false, true] {
-            useWinograd(winograd)
+            Conv2d.useWinograd(winograd)
             var results: [[[Float]]] = []
             for threads in [1, 2, 3] {
                 BLAS.setThreads(threads)

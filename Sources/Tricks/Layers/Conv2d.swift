@@ -81,8 +81,8 @@ public final class Conv2d: Layer {
         h % 2 == 0 && w % 2 == 0 && (h / 2) * (w / 2) % 16 == 0
     }
 
-    /// True when this layer's output, input gradient and weight gradient run on Winograd for
-    /// inputs whose planes pass `winogradPlane`.
+    /// True when this layer's output and input gradient run on Winograd for inputs whose planes
+    /// pass `winogradPlane`.
     public var usesWinograd: Bool {
         usesDirectInputGrad && min(inChannels, outChannels) >= Conv2d.winogradMinChannels
     }
@@ -101,6 +101,13 @@ public final class Conv2d: Layer {
 
     /// Winograd for this geometry's weight gradient.
     private func winogradWgrad(_ g: ConvGeometry) -> Bool { usesWinogradWeightGrad && winogradPlane(g) }
+
+    /// Winograd for every eligible pass of every layer (`true`), or for none (`false`):
+    /// both thresholds at once, for comparisons and tests.
+    static func useWinograd(_ on: Bool) {
+        winogradMinChannels = on ? 0 : Int.max
+        winogradWeightGradMinChannels = on ? 0 : Int.max
+    }
 
     /// Images per Winograd weight-gradient group for these shapes.
     static func winogradGroup(cin: Int, cout: Int, h: Int, w: Int) -> Int {

@@ -23,20 +23,15 @@ enum Memory {
     nonisolated(unsafe) private static var mapped: [UInt: Int] = [:]
     private static let lock = NSLock()
 
-    /// Uninitialized room for `count` floats; release with `free`.
-    static func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
+    /// Zero-filled room for `count` floats; release with `free`. (Fresh anonymous mappings are
+    /// zero already; only malloc's memory is cleared.)
+    static func zeroed(_ count: Int) -> UnsafeMutablePointer<Float> {
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         if bytes >= hugeThreshold, let p = mapHuge(bytes) { return p.bindMemory(to: Float.self, capacity: count) }
         var raw: UnsafeMutableRawPointer?
         guard posix_memalign(&raw, 64, bytes) == 0, let p = raw else { fatalError("out of memory: \(bytes) bytes") }
+        memset(p, 0, bytes)
         return p.bindMemory(to: Float.self, capacity: count)
-    }
-
-    /// Zero-filled room for `count` floats.
-    static func zeroed(_ count: Int) -> UnsafeMutablePointer<Float> {
-        let p = allocate(count)
-        p.initialize(repeating: 0, count: max(count, 1))
-        return p
     }
 
     static func free(_ p: UnsafeMutablePointer<Float>) {

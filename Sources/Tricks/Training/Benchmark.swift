@@ -74,7 +74,7 @@ public struct StepBenchmark {
         for _ in 0..<steps { step() }
         net.profiler = nil
         var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads), OpenBLAS kernels \(BLAS.coreName), "
-            + (Conv2d.directConvolution ? "direct 3×3 kernels (\(Conv2d.directKernelISA)), Winograd F(2×2, 3×3) for stride-1 layers of ≥ \(Conv2d.winogradMinChannels) channels" : "im2col + GEMM for every conv") + "\n\n"
+            + (Conv2d.directConvolution ? "direct 3×3 kernels (\(Conv2d.directKernelISA)), Winograd F(2×2, 3×3) for stride-1 layers of ≥ \(Conv2d.winogradMinChannels) channels (weight gradient ≥ \(Conv2d.winogradWeightGradMinChannels))" : "im2col + GEMM for every conv") + "\n\n"
         out += String(format: "%.1f images/s at the median; gradient all-reduce wait after backward %.3f ms/step\n\n",
                       Double(batch) / median, 1e3 * w[0])
         out += "| statistic | ms |\n|---|---:|\n"
@@ -156,16 +156,12 @@ public struct ConvKernelBenchmark {
         Conv2d.winogradAnyPlane = true
         var out = "| channels | plane | direct fwd | direct input grad | direct weight grad | Winograd fwd | Winograd input grad | Winograd weight grad | Winograd / direct: fwd, input, weight |\n"
         out += "|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
-        func use(_ winograd: Bool) {
-            Conv2d.winogradMinChannels = winograd ? 0 : Int.max
-            Conv2d.winogradWeightGradMinChannels = winograd ? 0 : Int.max
-        }
         for (c, s) in shapes {
             var rng = SplitMix64(seed: 11)
             let x = Tensor(shape: [batch, c, s, s]), dy = Tensor(shape: [batch, c, s, s])
             for i in 0..<x.count { x[i] = Float(rng.normal()); dy[i] = Float(rng.normal()) }
             let layers = [false, true].map { winograd -> Conv2d in
-                use(winograd)
+                Conv2d.useWinograd(winograd)
                 let conv = Conv2d("c", c, c, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
                 for i in 0..<conv.weight.count { conv.weight.value[i] = Float(rng.normal()) * 0.05 }
                 return conv
@@ -173,7 +169,7 @@ public struct ConvKernelBenchmark {
             var best = [Double](repeating: .infinity, count: 6)   // per path: fwd, full bwd, weight grad
             for _ in 0..<reps {
                 for (k, winograd) in [false, true].enumerated() {
-                    use(winograd)
+                    Conv2d.useWinograd(winograd)
                     let conv = layers[k]
                     let t0 = StepBenchmark.now()
                     _ = conv.forward(x, mode: .training)
