@@ -375,14 +375,16 @@ INLINE void fgemm_dispatch(int R, int V, const float *u, size_t up, const float 
     if (V == 3) { FTILE_R(3) } else if (V == 2) { FTILE_R(2) } else { FTILE_R(1) }
 }
 
-/* For each ξ: m_ξ (N × T) = wt_ξᵀ (N × K) · u_ξ (K × T), columns in vectors of 16. */
-INLINE void fgemm(const float *u, const float *wt, int K, int N, int T, size_t P, float *m) {
-    for (int x = 0; x < 16; x++) {
+/* For each of the X positions ξ: m_ξ (N × T) = wt_ξᵀ (N × K) · u_ξ (K × T), columns in vectors
+ * of 16, at most `maxv` vectors per register tile. */
+INLINE void fgemm(const int X, const int maxv, const float *u, const float *wt, int K, int N, int T, size_t P,
+                  float *m) {
+    for (int x = 0; x < X; x++) {
         const float *ux = u + (size_t)x * K * P, *wx = wt + (size_t)x * K * N;
         float *mx = m + (size_t)x * N * P;
-        for (int t = 0; t < T; t += 16 * FV) {
+        for (int t = 0; t < T; t += 16 * maxv) {
             int V = (T - t + 15) / 16;
-            if (V > FV) V = FV;
+            if (V > maxv) V = maxv;
             for (int o = 0; o < N; o += FR) {
                 int R = N - o < FR ? N - o : FR;
                 fgemm_dispatch(R, V, ux + t, P, wx + o, N, K, mx + (size_t)o * P + t, P);
@@ -437,9 +439,9 @@ INLINE void wgemm_dispatch(int R, int S, const float *gv, const float *uv, size_
     }
 }
 
-/* z_ξ (cout × cin) += v_ξ (cout × T) · u_ξᵀ (T × cin) */
-INLINE void wgemm(const float *v, const float *u, int cout, int cin, int T, size_t P, float *z) {
-    for (int x = 0; x < 16; x++) {
+/* z_ξ (cout × cin) += v_ξ (cout × T) · u_ξᵀ (T × cin) for the X positions ξ */
+INLINE void wgemm(const int X, const float *v, const float *u, int cout, int cin, int T, size_t P, float *z) {
+    for (int x = 0; x < X; x++) {
         const float *vx = v + (size_t)x * cout * P, *ux = u + (size_t)x * cin * P;
         float *zx = z + (size_t)x * cout * cin;
         for (int o = 0; o < cout; o += WR) {
@@ -484,7 +486,7 @@ INLINE void forward_impl(const float *x, int n, int cin, int h, int w, const flo
                     in_cols(rin + ((size_t)i * cin + c) * rbs, g, a - i * g.tiles, b - i * g.tiles,
                             u + (size_t)c * BP + (a - t0), (size_t)cin * BP);
             }
-            fgemm(u, wt, cin, cout, t1 - t0, BP, m);
+            fgemm(16, FV, u, wt, cin, cout, t1 - t0, BP, m);
             for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
                 int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
                 for (int o = 0; o < cout; o++)
@@ -520,7 +522,436 @@ INLINE void wgrad_impl(const float *x, const float *dy, int n, int cin, int h, i
         }
         zero_tail(u, 16 * cin, T, P);
         zero_tail(v, 16 * cout, T, P);
-        wgemm(v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
+        wgemm(16, v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
+    }
+}
+
+/* ---- F(4×4, 3×3) ----
+ *
+ * 4×4 output tiles from 6×6 input tiles, 36 products per input channel instead of 144, with
+ *   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1],
+ *   G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1⁄24 1⁄12 ⅙; 1⁄24 −1⁄12 ⅙; 0 0 1],
+ *   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
+ * Same structure as the forward pass above: row passes (columns taken apart mod 4 with two
+ * rounds of shuffles), blocks of tiles through the column pass, 36 products and the output
+ * column pass, then output row passes. ξ = 6·(row of the 6×6 tile) + column.
+ */
+
+/* F4V: vectors of 16 tiles per forward block (its U and M are 36·channels·16·F4V floats). */
+enum { F4V = 2 };
+
+static wgeom make_wgeom4(int h, int w) {
+    wgeom g;
+    g.h = h; g.w = w; g.th = (h + 3) / 4; g.tw = (w + 3) / 4;
+    g.tiles = g.th * g.tw;
+    g.twp = (int)rup((size_t)g.tw, 16);
+    g.rb = (size_t)(g.th + 1) * g.tw + g.twp + 16;
+    return g;
+}
+
+/* Row-pass buffers of one plane: 6 transformed columns × 4 row phases. */
+#define RB4 24
+
+static size_t block_pitch4(wgeom g) { return 16 * (size_t)F4V + (g.tiles % 16 == 0 ? 0 : 16); }
+
+/* A staged plane plus room for reading 4·twp floats from its last row's start. */
+static size_t stage_floats4(wgeom g) { return (size_t)g.h * g.w + 4 * (size_t)g.twp + 64; }
+
+/* Images per forward group: their tiles fill whole blocks where few images do. */
+static int forward_images4(wgeom g, int cin, int cout) {
+    int B = 16 * F4V;
+    if (g.tiles >= 4 * B) return 1;
+    size_t image = (size_t)(cin + cout) * RB4 * g.rb;
+    int cap = (int)(ROW_FLOATS / (image ? image : 1));
+    if (cap > 8) cap = 8;
+    if (cap < 1) return 1;
+    int best = 1;
+    double waste = 1e9;
+    for (int per = 1; per <= cap; per++) {
+        size_t T = (size_t)per * g.tiles;
+        if (T % B == 0) return per;
+        double w = (double)(rup(T, 16) - T) / (double)T;
+        if (w < waste - 1e-12) { waste = w; best = per; }
+    }
+    return best;
+}
+
+static size_t forward_floats4(int cin, int cout, wgeom g) {
+    size_t per = (size_t)forward_images4(g, cin, cout);
+    return stage_floats4(g) + per * (size_t)(cin + cout) * RB4 * g.rb + (size_t)36 * (cin + cout) * block_pitch4(g) +
+           64;
+}
+
+size_t tk_wino4_scratch(int cin, int cout, int h, int w) {
+    wgeom g = make_wgeom4(h, w);
+    size_t a = forward_floats4(cin, cout, g), b = forward_floats4(cout, cin, g);
+    return a > b ? a : b;
+}
+
+/* t[6j + k] = (G k Gᵀ)[j][k] for 16 kernels at once, k[i] holding tap i of each. */
+INLINE void kernel_transform16_4(const v16 *k, v16 *t) {
+    v16 r[6][3];
+    for (int j = 0; j < 3; j++) {
+        v16 a = k[j], b = k[3 + j], c = k[6 + j];
+        r[0][j] = a * 0.25f;
+        r[1][j] = (a + b + c) * (-1.0f / 6);
+        r[2][j] = (a - b + c) * (-1.0f / 6);
+        r[3][j] = a * (1.0f / 24) + b * (1.0f / 12) + c * (1.0f / 6);
+        r[4][j] = a * (1.0f / 24) - b * (1.0f / 12) + c * (1.0f / 6);
+        r[5][j] = c;
+    }
+    for (int i = 0; i < 6; i++) {
+        v16 a = r[i][0], b = r[i][1], c = r[i][2];
+        t[i * 6 + 0] = a * 0.25f;
+        t[i * 6 + 1] = (a + b + c) * (-1.0f / 6);
+        t[i * 6 + 2] = (a - b + c) * (-1.0f / 6);
+        t[i * 6 + 3] = a * (1.0f / 24) + b * (1.0f / 12) + c * (1.0f / 6);
+        t[i * 6 + 4] = a * (1.0f / 24) - b * (1.0f / 12) + c * (1.0f / 6);
+        t[i * 6 + 5] = c;
+    }
+}
+
+void tk_wino4_weights(const float *weight, int cout, int cin, int flip, float *wt) {
+    int K = flip ? cout : cin, N = flip ? cin : cout;
+    for (int kidx = 0; kidx < K; kidx++)
+        for (int n0 = 0; n0 < N; n0 += 16) {
+            int lanes = N - n0 < 16 ? N - n0 : 16;
+            float taps[9][16] __attribute__((aligned(64))) = {{0}};
+            for (int l = 0; l < lanes; l++) {
+                int co = flip ? kidx : n0 + l, ci = flip ? n0 + l : kidx;
+                const float *k = weight + ((size_t)co * cin + ci) * 9;
+                for (int i = 0; i < 9; i++) taps[i][l] = flip ? k[8 - i] : k[i];
+            }
+            v16 kv[9], t[36];
+            for (int i = 0; i < 9; i++) kv[i] = LD(taps[i]);
+            kernel_transform16_4(kv, t);
+            for (int x = 0; x < 36; x++) {
+                float *dst = wt + ((size_t)x * K + kidx) * N + n0;
+                if (lanes == 16) ST(dst, t[x]);
+                else for (int l = 0; l < lanes; l++) dst[l] = t[x][l];
+            }
+        }
+}
+
+/* Bᵀ d for six vectors (in place order: d0..d5 → u0..u5). */
+INLINE void bt6(v16 d0, v16 d1, v16 d2, v16 d3, v16 d4, v16 d5, v16 *u) {
+    v16 a = d4 - 4.0f * d2, b = d3 - 4.0f * d1, c = d4 - d2, e = 2.0f * (d3 - d1);
+    u[0] = 4.0f * d0 - 5.0f * d2 + d4;
+    u[1] = a + b;
+    u[2] = a - b;
+    u[3] = c + e;
+    u[4] = c - e;
+    u[5] = 4.0f * d1 - 5.0f * d3 + d5;
+}
+
+/* Aᵀ m for six vectors → four. */
+INLINE void at6(v16 m0, v16 m1, v16 m2, v16 m3, v16 m4, v16 m5, v16 *s) {
+    v16 a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4;
+    s[0] = m0 + a + c;
+    s[1] = b + 2.0f * d;
+    s[2] = a + 4.0f * c;
+    s[3] = b + 8.0f * d + m5;
+}
+
+/* Row pass of an input plane: rbp[(4·k + r mod 4)·rb + ⌊r/4⌋·tw + tx] = (Bᵀ d)_k of padded row r
+ * at tile column tx, whose padded columns 4tx … 4tx+5 are x[r − 1][4tx − 1 … 4tx + 4]. */
+INLINE void in_rows4(const float *x, wgeom g, float *stage, float *rbp) {
+    stage_plane(x, (size_t)g.h * g.w, stage);
+    int rows = 4 * g.th + 2;
+    v16 z = (v16){0};
+    for (int r = 0; r < rows; r++) {
+        float *d[6];
+        d[0] = rbp + (size_t)(r & 3) * g.rb + (size_t)(r >> 2) * g.tw;
+        for (int k = 1; k < 6; k++) d[k] = d[k - 1] + 4 * g.rb;
+        int y = r - 1;
+        if (y < 0 || y >= g.h) {
+            for (int c = 0; c < g.tw; c += 16)
+                for (int k = 0; k < 6; k++) ST(d[k] + c, z);
+            continue;
+        }
+        const float *row = stage + (size_t)y * g.w;
+        for (int c = 0; c < g.tw; c += 16) {
+            int b0 = 4 * c;
+            v16 a0 = keep_below(LD(row + b0), b0, g.w), a1 = keep_below(LD(row + b0 + 16), b0 + 16, g.w);
+            v16 a2 = keep_below(LD(row + b0 + 32), b0 + 32, g.w), a3 = keep_below(LD(row + b0 + 48), b0 + 48, g.w);
+            v16 e01 = __builtin_shufflevector(a0, a1, EVEN), o01 = __builtin_shufflevector(a0, a1, ODD);
+            v16 e23 = __builtin_shufflevector(a2, a3, EVEN), o23 = __builtin_shufflevector(a2, a3, ODD);
+            v16 q0 = __builtin_shufflevector(e01, e23, EVEN), q2 = __builtin_shufflevector(e01, e23, ODD);
+            v16 q1 = __builtin_shufflevector(o01, o23, EVEN), q3 = __builtin_shufflevector(o01, o23, ODD);
+            float before = b0 > 0 ? row[b0 - 1] : 0.0f, after = b0 + 64 < g.w ? row[b0 + 64] : 0.0f;
+            v16 left = z, right = z;
+            left[15] = before; right[0] = after;
+            v16 p0 = __builtin_shufflevector(left, q3, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
+            v16 p5 = __builtin_shufflevector(q0, right, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+            v16 u[6];
+            bt6(p0, q0, q1, q2, q3, p5, u);
+            for (int k = 0; k < 6; k++) ST(d[k] + c, u[k]);
+        }
+    }
+}
+
+/* in_rows4 for planes 16 or 32 wide (tw = 4 or 8): a vector holds the same row phase of 16/tw
+ * consecutive tile rows, read straight from x, so no lane is idle and nothing is staged. */
+INLINE void in_rows4_packed(const float *x, wgeom g, float *rbp) {
+    const int R = 16 / g.tw; /* tile rows per vector */
+    v16 z = (v16){0};
+    i16v lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    i16v first = (lane & (g.tw - 1)) != 0, last = (lane & (g.tw - 1)) != g.tw - 1; /* −1: keep */
+    for (int q = 0; q <= g.th; q += R)
+        for (int ph = 0; ph < 4; ph++) {
+            int r = 4 * q + ph;
+            if (r > 4 * g.th + 1) break;
+            v16 a[4];
+            for (int j = 0; j < 4; j++) {
+                int y = r - 1 + 4 * ((16 * j) / g.w), col = (16 * j) % g.w;
+                a[j] = y >= 0 && y < g.h ? LD(x + (size_t)y * g.w + col) : z;
+            }
+            v16 e01 = __builtin_shufflevector(a[0], a[1], EVEN), o01 = __builtin_shufflevector(a[0], a[1], ODD);
+            v16 e23 = __builtin_shufflevector(a[2], a[3], EVEN), o23 = __builtin_shufflevector(a[2], a[3], ODD);
+            v16 q0 = __builtin_shufflevector(e01, e23, EVEN), q2 = __builtin_shufflevector(e01, e23, ODD);
+            v16 q1 = __builtin_shufflevector(o01, o23, EVEN), q3 = __builtin_shufflevector(o01, o23, ODD);
+            v16 p0 = __builtin_shufflevector(z, q3, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
+            v16 p5 = __builtin_shufflevector(q0, z, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+            p0 = (v16)((i16v)p0 & first);
+            p5 = (v16)((i16v)p5 & last);
+            v16 u[6];
+            bt6(p0, q0, q1, q2, q3, p5, u);
+            float *d = rbp + (size_t)ph * g.rb + (size_t)q * g.tw;
+            for (int k = 0; k < 6; k++) ST(d + (size_t)(4 * k) * g.rb, u[k]);
+        }
+}
+
+/* Column pass: tiles [t0, t1) of the plane → u[ξ·xs + (t − t0)] (whole vectors). */
+INLINE void in_cols4(const float *rbp, wgeom g, int t0, int t1, float *u, size_t xs) {
+    for (int k = 0; k < 6; k++) {
+        const float *p0 = rbp + (size_t)(4 * k) * g.rb, *p1 = p0 + g.rb, *p2 = p1 + g.rb, *p3 = p2 + g.rb;
+        float *uk = u + (size_t)k * xs - t0;
+        for (int t = t0; t < t1; t += 16) {
+            v16 v[6];
+            bt6(LD(p0 + t), LD(p1 + t), LD(p2 + t), LD(p3 + t), LD(p0 + t + g.tw), LD(p1 + t + g.tw), v);
+            UNROLL for (int j = 0; j < 6; j++) ST(uk + (size_t)(6 * j) * xs + t, v[j]);
+        }
+    }
+}
+
+/* Output column pass: m[ξ·xs + (t − t0)] → sbp[(6·i + k)·rb + t] = (Aᵀ m_t)[i][k]. */
+INLINE void out_cols4(const float *m, size_t xs, wgeom g, int t0, int t1, float *sbp) {
+    for (int k = 0; k < 6; k++) {
+        const float *mk = m + (size_t)k * xs - t0;
+        float *s0 = sbp + (size_t)k * g.rb;
+        for (int t = t0; t < t1; t += 16) {
+            v16 s[4];
+            at6(LD(mk + t), LD(mk + 6 * xs + t), LD(mk + 12 * xs + t), LD(mk + 18 * xs + t), LD(mk + 24 * xs + t),
+                LD(mk + 30 * xs + t), s);
+            UNROLL for (int i = 0; i < 4; i++) ST(s0 + (size_t)(6 * i) * g.rb + t, s[i]);
+        }
+    }
+}
+
+#define ZIPLO 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define ZIPHI 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+
+/* Output row pass: y row 4ty+i, columns 4tx … 4tx+3 from sbp. A row is written with whole vectors
+ * straight into y when they end inside the plane (what they write past the row's end belongs to
+ * later rows, which overwrite it); the last rows go through `tmp`. */
+INLINE void out_rows4(const float *sbp, wgeom g, float *tmp, float *y) {
+    size_t plane = (size_t)g.h * g.w, span = 4 * (size_t)g.twp;
+    for (int r = 0; r < g.h; r++) {
+        int i = r & 3;
+        size_t base = (size_t)(r >> 2) * g.tw;
+        int inplace = (size_t)r * g.w + span <= plane;
+        float *row = inplace ? y + (size_t)r * g.w : tmp;
+        for (int c = 0; c < g.tw; c += 16) {
+            const float *q = sbp + (size_t)(6 * i) * g.rb + base + c;
+            v16 s[4];
+            at6(LD(q), LD(q + g.rb), LD(q + 2 * g.rb), LD(q + 3 * g.rb), LD(q + 4 * g.rb), LD(q + 5 * g.rb), s);
+            v16 a = __builtin_shufflevector(s[0], s[2], ZIPLO), a2 = __builtin_shufflevector(s[0], s[2], ZIPHI);
+            v16 b = __builtin_shufflevector(s[1], s[3], ZIPLO), b2 = __builtin_shufflevector(s[1], s[3], ZIPHI);
+            ST(row + 4 * c, __builtin_shufflevector(a, b, ZIPLO));
+            ST(row + 4 * c + 16, __builtin_shufflevector(a, b, ZIPHI));
+            ST(row + 4 * c + 32, __builtin_shufflevector(a2, b2, ZIPLO));
+            ST(row + 4 * c + 48, __builtin_shufflevector(a2, b2, ZIPHI));
+        }
+        if (!inplace) memcpy(y + (size_t)r * g.w, tmp, sizeof(float) * g.w);
+    }
+}
+
+/* out_rows4 for planes 16 or 32 wide: a vector holds 16/tw tile rows, its four output vectors
+ * are whole rows (no staging, nothing written past a row). */
+INLINE void out_rows4_packed(const float *sbp, wgeom g, float *y) {
+    const int R = 16 / g.tw;
+    for (int q = 0; q < g.th; q += R)
+        for (int i = 0; i < 4; i++) {
+            const float *p = sbp + (size_t)(6 * i) * g.rb + (size_t)q * g.tw;
+            v16 s[4];
+            at6(LD(p), LD(p + g.rb), LD(p + 2 * g.rb), LD(p + 3 * g.rb), LD(p + 4 * g.rb), LD(p + 5 * g.rb), s);
+            v16 a = __builtin_shufflevector(s[0], s[2], ZIPLO), a2 = __builtin_shufflevector(s[0], s[2], ZIPHI);
+            v16 b = __builtin_shufflevector(s[1], s[3], ZIPLO), b2 = __builtin_shufflevector(s[1], s[3], ZIPHI);
+            v16 o[4] = {__builtin_shufflevector(a, b, ZIPLO), __builtin_shufflevector(a, b, ZIPHI),
+                        __builtin_shufflevector(a2, b2, ZIPLO), __builtin_shufflevector(a2, b2, ZIPHI)};
+            for (int j = 0; j < 4; j++) {
+                int yr = 4 * q + i + 4 * ((16 * j) / g.w), col = (16 * j) % g.w;
+                if (yr < g.h) ST(y + (size_t)yr * g.w + col, o[j]);
+            }
+        }
+}
+
+/* Planes whose rows the packed row passes take: 16 or 32 wide. */
+static int packed4(wgeom g) { return g.w == 16 || g.w == 32; }
+
+/* Forward pass with F(4×4, 3×3): as forward_impl, 36 products per block. */
+INLINE void forward4_impl(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
+                          float *scratch) {
+    wgeom g = make_wgeom4(h, w);
+    int per = forward_images4(g, cin, cout), B = 16 * F4V, packed = packed4(g);
+    size_t plane = (size_t)h * w, BP = block_pitch4(g), rbs = RB4 * g.rb;
+    float *stage = scratch, *rin = stage + stage_floats4(g), *rout = rin + (size_t)per * cin * rbs;
+    float *u = rout + (size_t)per * cout * rbs, *m = u + (size_t)36 * cin * BP;
+    for (int n0 = 0; n0 < n; n0 += per) {
+        int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
+        for (int i = 0; i < k; i++)
+            for (int c = 0; c < cin; c++)
+                if (packed) in_rows4_packed(x + ((size_t)(n0 + i) * cin + c) * plane, g, rin + ((size_t)i * cin + c) * rbs);
+                else in_rows4(x + ((size_t)(n0 + i) * cin + c) * plane, g, stage, rin + ((size_t)i * cin + c) * rbs);
+        for (int t0 = 0; t0 < T; t0 += B) {
+            int t1 = T - t0 < B ? T : t0 + B;
+            for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
+                int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
+                for (int c = 0; c < cin; c++)
+                    in_cols4(rin + ((size_t)i * cin + c) * rbs, g, a - i * g.tiles, b - i * g.tiles,
+                             u + (size_t)c * BP + (a - t0), (size_t)cin * BP);
+            }
+            fgemm(36, F4V, u, wt, cin, cout, t1 - t0, BP, m);
+            for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
+                int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
+                for (int o = 0; o < cout; o++)
+                    out_cols4(m + (size_t)o * BP + (a - t0), (size_t)cout * BP, g, a - i * g.tiles, b - i * g.tiles,
+                              rout + ((size_t)i * cout + o) * rbs);
+            }
+        }
+        for (int i = 0; i < k; i++)
+            for (int o = 0; o < cout; o++)
+                if (packed) out_rows4_packed(rout + ((size_t)i * cout + o) * rbs, g, y + ((size_t)(n0 + i) * cout + o) * plane);
+                else out_rows4(rout + ((size_t)i * cout + o) * rbs, g, stage, y + ((size_t)(n0 + i) * cout + o) * plane);
+    }
+}
+
+/* ---- F(4×4, 3×3) weight gradient: Σ_tiles Gᵀ[(A dy Aᵀ) ⊙ (Bᵀ d B)]G, as wgrad_impl ---- */
+
+/* Weight-gradient images per group: about WGRAD_TILES tiles, U and V within WGRAD_FLOATS. */
+static int wgrad_images4(int cin, int cout, wgeom g) {
+    int per = WGRAD_TILES / (g.tiles > 0 ? g.tiles : 1);
+    if (per < 1) per = 1;
+    size_t image = (size_t)36 * (size_t)(cin + cout) * (size_t)g.tiles;
+    size_t cap = WGRAD_FLOATS / (image ? image : 1);
+    if (cap < 1) cap = 1;
+    return (size_t)per > cap ? (int)cap : per;
+}
+
+int tk_wino4_wgrad_group(int cin, int cout, int h, int w) { return wgrad_images4(cin, cout, make_wgeom4(h, w)); }
+
+static size_t wgrad_floats4(int cin, int cout, wgeom g) {
+    return stage_floats4(g) + RB4 * g.rb + (size_t)36 * (size_t)(cin + cout) * pitch(g, wgrad_images4(cin, cout, g)) +
+           64;
+}
+
+size_t tk_wino4_wgrad_scratch(int cin, int cout, int h, int w) { return wgrad_floats4(cin, cout, make_wgeom4(h, w)); }
+
+/* A e for four vectors → six (A = (Aᵀ)ᵀ, 6×4). */
+INLINE void a6(v16 e0, v16 e1, v16 e2, v16 e3, v16 *f) {
+    v16 a = e0 + e2, b = e1 + e3, c = e0 + 4.0f * e2, d = 2.0f * e1 + 8.0f * e3;
+    f[0] = e0; f[1] = a + b; f[2] = a - b; f[3] = c + d; f[4] = c - d; f[5] = e3;
+}
+
+/* Row pass of an output-gradient plane: rbp[(4·k + r mod 4)·rb + ⌊r/4⌋·tw + tx] = (A e)_k of row r's
+ * values e = dy[r][4tx … 4tx+3]; rows past the plane are zero. Packed (16/tw tile rows to a vector)
+ * for planes 16 or 32 wide, else row by row from a staged copy. */
+INLINE void grad_rows4(const float *dy, wgeom g, int packed, float *stage, float *rbp) {
+    v16 z = (v16){0};
+    const float *src = dy;
+    if (!packed) { stage_plane(dy, (size_t)g.h * g.w, stage); src = stage; }
+    const int R = packed ? 16 / g.tw : 1;
+    for (int q = 0; q < g.th; q += R)
+        for (int ph = 0; ph < 4; ph++) {
+            int r = 4 * q + ph;
+            float *d = rbp + (size_t)ph * g.rb + (size_t)q * g.tw;
+            for (int c = 0; c < (packed ? 16 : g.tw); c += 16) {
+                v16 a[4];
+                for (int j = 0; j < 4; j++) {
+                    int y = packed ? r + 4 * ((16 * j) / g.w) : r, col = packed ? (16 * j) % g.w : 4 * c + 16 * j;
+                    a[j] = y < g.h ? (packed ? LD(src + (size_t)y * g.w + col)
+                                             : keep_below(LD(src + (size_t)y * g.w + col), col, g.w))
+                                   : z;
+                }
+                v16 e01 = __builtin_shufflevector(a[0], a[1], EVEN), o01 = __builtin_shufflevector(a[0], a[1], ODD);
+                v16 e23 = __builtin_shufflevector(a[2], a[3], EVEN), o23 = __builtin_shufflevector(a[2], a[3], ODD);
+                v16 f[6];
+                a6(__builtin_shufflevector(e01, e23, EVEN), __builtin_shufflevector(o01, o23, EVEN),
+                   __builtin_shufflevector(e01, e23, ODD), __builtin_shufflevector(o01, o23, ODD), f);
+                for (int k = 0; k < 6; k++) ST(d + (size_t)(4 * k) * g.rb + c, f[k]);
+            }
+        }
+}
+
+/* Column pass of the output gradient: v[ξ·xs + t] = (A dy_t Aᵀ)_ξ for every tile of the plane. */
+INLINE void grad_cols4(const float *rbp, wgeom g, float *v, size_t xs) {
+    for (int k = 0; k < 6; k++) {
+        const float *p0 = rbp + (size_t)(4 * k) * g.rb, *p1 = p0 + g.rb, *p2 = p1 + g.rb, *p3 = p2 + g.rb;
+        float *vk = v + (size_t)k * xs;
+        for (int t = 0; t < g.tiles; t += 16) {
+            v16 f[6];
+            a6(LD(p0 + t), LD(p1 + t), LD(p2 + t), LD(p3 + t), f);
+            UNROLL for (int i = 0; i < 6; i++) ST(vk + (size_t)(6 * i) * xs + t, f[i]);
+        }
+    }
+}
+
+INLINE void wgrad4_impl(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
+                        float *scratch) {
+    wgeom g = make_wgeom4(h, w);
+    int per = wgrad_images4(cin, cout, g), packed = packed4(g);
+    size_t P = pitch(g, per), plane = (size_t)h * w;
+    float *stage = scratch, *rb = stage + stage_floats4(g), *u = rb + RB4 * g.rb, *v = u + (size_t)36 * cin * P;
+    memset(z, 0, sizeof(float) * 36 * (size_t)cin * cout);
+    for (int n0 = 0; n0 < n; n0 += per) {
+        int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
+        for (int i = 0; i < k; i++) {
+            for (int c = 0; c < cin; c++) {
+                const float *xp = x + ((size_t)(n0 + i) * cin + c) * plane;
+                if (packed) in_rows4_packed(xp, g, rb); else in_rows4(xp, g, stage, rb);
+                in_cols4(rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)i * g.tiles, (size_t)cin * P);
+            }
+            for (int o = 0; o < cout; o++) {
+                grad_rows4(dy + ((size_t)(n0 + i) * cout + o) * plane, g, packed, stage, rb);
+                grad_cols4(rb, g, v + (size_t)o * P + (size_t)i * g.tiles, (size_t)cout * P);
+            }
+        }
+        zero_tail(u, 36 * cin, T, P);
+        zero_tail(v, 36 * cout, T, P);
+        wgemm(36, v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
+    }
+}
+
+void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight) {
+    /* dweight[co][ci] += Gᵀ z[·][co][ci] G, Gᵀ rows (¼, −⅙, −⅙, 1⁄24, 1⁄24, 0), (0, −⅙, ⅙, 1⁄12, −1⁄12, 0),
+     * (0, −⅙, −⅙, ⅙, ⅙, 1) */
+    size_t plane = (size_t)cout * cin;
+    for (size_t p = 0; p < plane; p++) {
+        float m[36], r[3][6];
+        for (int x = 0; x < 36; x++) m[x] = z[x * plane + p];
+        for (int j = 0; j < 6; j++) {
+            float a = m[j], b = m[6 + j], c = m[12 + j], d = m[18 + j], e = m[24 + j], f = m[30 + j];
+            r[0][j] = a * 0.25f - (b + c) * (1.0f / 6) + (d + e) * (1.0f / 24);
+            r[1][j] = (c - b) * (1.0f / 6) + (d - e) * (1.0f / 12);
+            r[2][j] = (d + e - b - c) * (1.0f / 6) + f;
+        }
+        float *o = dweight + p * 9;
+        for (int i = 0; i < 3; i++) {
+            float a = r[i][0], b = r[i][1], c = r[i][2], d = r[i][3], e = r[i][4], f = r[i][5];
+            o[i * 3 + 0] += a * 0.25f - (b + c) * (1.0f / 6) + (d + e) * (1.0f / 24);
+            o[i * 3 + 1] += (c - b) * (1.0f / 6) + (d - e) * (1.0f / 12);
+            o[i * 3 + 2] += (d + e - b - c) * (1.0f / 6) + f;
+        }
     }
 }
 
@@ -551,4 +982,33 @@ void tk_wino_wgrad(const float *x, const float *dy, int n, int cin, int h, int w
                    float *scratch) {
     if (tk_conv3x3_uses_avx512()) wgrad_avx512(x, dy, n, cin, h, w, cout, z, scratch);
     else wgrad_portable(x, dy, n, cin, h, w, cout, z, scratch);
+}
+
+AVX512 static void forward4_avx512(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
+                                   float *s) {
+    forward4_impl(x, n, cin, h, w, wt, cout, y, s);
+}
+PORTABLE_W static void forward4_portable(const float *x, int n, int cin, int h, int w, const float *wt, int cout,
+                                         float *y, float *s) {
+    forward4_impl(x, n, cin, h, w, wt, cout, y, s);
+}
+
+void tk_wino4_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
+                      float *scratch) {
+    if (tk_conv3x3_uses_avx512()) forward4_avx512(x, n, cin, h, w, wt, cout, y, scratch);
+    else forward4_portable(x, n, cin, h, w, wt, cout, y, scratch);
+}
+AVX512 static void wgrad4_avx512(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
+                                 float *s) {
+    wgrad4_impl(x, dy, n, cin, h, w, cout, z, s);
+}
+PORTABLE_W static void wgrad4_portable(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
+                                       float *z, float *s) {
+    wgrad4_impl(x, dy, n, cin, h, w, cout, z, s);
+}
+
+void tk_wino4_wgrad(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
+                    float *scratch) {
+    if (tk_conv3x3_uses_avx512()) wgrad4_avx512(x, dy, n, cin, h, w, cout, z, scratch);
+    else wgrad4_portable(x, dy, n, cin, h, w, cout, z, scratch);
 }

@@ -6,14 +6,15 @@ import XCTest
 final class LayerGradientTests: XCTestCase {
     /// A 3×3 padding-1 conv with weight `w` and gradient preset to `grad`: its output, input
     /// gradient and accumulated weight gradient for `x` and `dy`, after checking which kernels
-    /// it runs on.
-    private func convPasses(_ w: Tensor, stride: Int, x: Tensor, dy: Tensor, grad: Float, winograd: Bool,
+    /// it runs on: the Winograd `tile` of its passes (0: direct kernels).
+    private func convPasses(_ w: Tensor, stride: Int, x: Tensor, dy: Tensor, grad: Float, tile: Int,
                             file: StaticString = #filePath, line: UInt = #line) -> [[Float]] {
         let conv = Conv2d("c", w.shape[1], w.shape[0], kernel: 3, stride: stride, padding: 1, workspace: Workspace())
         XCTAssertTrue(conv.usesDirectKernel, file: file, line: line)
         XCTAssertEqual(conv.usesDirectInputGrad, stride == 1, file: file, line: line)
-        XCTAssertEqual(conv.usesWinograd, winograd, file: file, line: line)
-        XCTAssertEqual(conv.usesWinogradWeightGrad, winograd, file: file, line: line)
+        XCTAssertEqual(conv.usesWinograd, tile != 0, file: file, line: line)
+        XCTAssertEqual(conv.usesWinograd4, tile == 4, file: file, line: line)
+        XCTAssertEqual(conv.usesWinogradWeightGrad, tile != 0, file: file, line: line)
         _ = conv.weight.values.update(from: w.array)
         conv.weight.grads.update(repeating: grad)
         let y = conv.forward(x, mode: .training).array
@@ -21,28 +22,42 @@ final class LayerGradientTests: XCTestCase {
         return [y, dx, Array(conv.weight.grads)]
     }
 
-    /// Finite differences for a 3×3 padding-1 conv on every implementation: Winograd (stride 1),
-    /// the direct kernels and im2col + GEMM.
+    /// Finite differences for a 3×3 padding-1 conv on every implementation: Winograd F(4×4, 3×3)
+    /// and F(2×2, 3×3) (stride 1), the direct kernels and im2col + GEMM.
     private func checkConv3x3BothPaths(_ cin: Int, _ cout: Int, stride: Int, input: [Int], seed: UInt64,
                                        file: StaticString = #filePath, line: UInt = #line) {
-        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane)
+        let saved = Self.savedConvSettings()
         Conv2d.winogradAnyPlane = true
-        defer { (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane) = saved }
-        for (direct, winograd) in [(true, true), (true, false), (false, false)] where !winograd || stride == 1 {
+        defer { Self.restoreConvSettings(saved) }
+        for (direct, tile) in [(true, 4), (true, 2), (true, 0), (false, 0)] where tile == 0 || stride == 1 {
             Conv2d.directConvolution = direct
-            Conv2d.useWinograd(winograd)
+            Conv2d.useWinograd(tile != 0, tile: tile)
             let c = Conv2d("c", cin, cout, kernel: 3, stride: stride, padding: 1, workspace: Workspace())
             XCTAssertEqual(c.usesDirectKernel, direct, file: file, line: line)
-            XCTAssertEqual(c.usesWinograd, winograd, file: file, line: line)
-            XCTAssertEqual(c.usesWinogradWeightGrad, winograd, file: file, line: line)
+            XCTAssertEqual(c.usesWinograd, tile != 0, file: file, line: line)
+            XCTAssertEqual(c.usesWinograd4, tile == 4, file: file, line: line)
+            XCTAssertEqual(c.usesWinogradWeightGrad, tile != 0, file: file, line: line)
             _ = c.weight.values.update(from: GradCheck.randomTensor([cout, cin, 3, 3], seed: seed, scale: 0.3).array)
             GradCheck.checkLayer(c, input: GradCheck.randomTensor(input, seed: seed + 1), file: file, line: line)
         }
     }
 
+    private typealias ConvSettings = (Bool, Int, Int, Int, Bool)
+
+    private static func savedConvSettings() -> ConvSettings {
+        (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels,
+         Conv2d.winograd4MinChannels, Conv2d.winogradAnyPlane)
+    }
+
+    private static func restoreConvSettings(_ s: ConvSettings) {
+        (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels,
+         Conv2d.winograd4MinChannels, Conv2d.winogradAnyPlane) = s
+    }
+
     func testConv3x3Stride1Pad1() {
         checkConv3x3BothPaths(3, 4, stride: 1, input: [2, 3, 5, 6], seed: 1)
         checkConv3x3BothPaths(2, 3, stride: 1, input: [3, 2, 7, 4], seed: 2)   // odd height: partial tiles
+        checkConv3x3BothPaths(2, 2, stride: 1, input: [2, 2, 5, 16], seed: 4)  // F(4×4, 3×3)'s packed rows
     }
 
     func testDirectConv3x3KernelsMatchFloat64Reference() {
@@ -52,24 +67,27 @@ final class LayerGradientTests: XCTestCase {
         // 3-channel weight-gradient block, rows shorter and longer than one 48-wide register
         // block, a 1×1 image, images split over several weight-gradient groups, and stride 2
         // (phase planes) with even and odd sizes. At stride 2 the input gradient is the GEMM path's.
-        // The stride-1 shapes run a second time on Winograd F(2×2, 3×3): odd sizes (partial tiles),
-        // rows wider than one 16-tile vector (33, 180), a 16-tile block holding parts of two
-        // images (5×6 → 9 tiles each), tiny planes (1×1), and several weight-gradient groups.
+        // The stride-1 shapes run again on Winograd F(2×2, 3×3) and F(4×4, 3×3): odd sizes
+        // (partial tiles), rows wider than one 16-tile vector (33, 180), a block holding parts of
+        // two images (5×6), tiny planes (1×1), several weight-gradient groups, and the planes
+        // 16 and 32 wide whose rows F(4×4, 3×3) packs two or four tile rows to a vector, with
+        // heights that end in a partial tile.
         let shapes: [(n: Int, c: Int, k: Int, h: Int, w: Int, s: Int)] = [
             (2, 3, 5, 5, 6, 1), (1, 9, 12, 1, 1, 1), (2, 4, 3, 7, 33, 1), (3, 1, 2, 180, 180, 1), (2, 16, 16, 8, 8, 1),
+            (3, 5, 17, 9, 16, 1), (2, 18, 3, 6, 32, 1), (2, 2, 3, 1, 16, 1),
             (2, 3, 5, 8, 8, 2), (2, 4, 7, 7, 9, 2), (1, 2, 3, 1, 1, 2), (3, 1, 2, 130, 131, 2),
         ]
-        let saved = (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane)
+        let saved = Self.savedConvSettings()
         Conv2d.directConvolution = true
         Conv2d.winogradAnyPlane = true
         defer {
             Conv2d.forcePortableKernels(false)
-            (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane) = saved
+            Self.restoreConvSettings(saved)
         }
-        for portable in [false, true] { for winograd in [false, true] {
+        for portable in [false, true] { for tile in [0, 2, 4] {
             Conv2d.forcePortableKernels(portable)
-            Conv2d.useWinograd(winograd)
-            for (si, s) in shapes.enumerated() where !winograd || s.s == 1 {
+            Conv2d.useWinograd(tile != 0, tile: tile)
+            for (si, s) in shapes.enumerated() where tile == 0 || s.s == 1 {
                 let oh = (s.h - 1) / s.s + 1, ow = (s.w - 1) / s.s + 1
                 let x = GradCheck.randomTensor([s.n, s.c, s.h, s.w], seed: 10 + UInt64(si))
                 let w = GradCheck.randomTensor([s.k, s.c, 3, 3], seed: 20 + UInt64(si))
@@ -94,16 +112,18 @@ final class LayerGradientTests: XCTestCase {
                     }
                     dw[((o * s.c + c) * 3 + i) * 3 + j] += gw
                 } } } } }
-                let passes = convPasses(w, stride: s.s, x: x, dy: dy, grad: 0.5, winograd: winograd)
+                let passes = convPasses(w, stride: s.s, x: x, dy: dy, grad: 0.5, tile: tile)
                 let (out, gx, gw) = (passes[0], passes[1], passes[2])
-                let tag = "\(portable ? "portable" : Conv2d.directKernelISA)\(winograd ? " winograd" : "") \(s)"
-                // Float32 sums of `terms` products: error bound 1e-6·√terms relative to the largest value.
-                let checks = [("y", out, y, s.c * 9), ("dx", gx, dx, s.k * 9), ("dw", gw, dw, s.n * oh * ow)]
-                for (name, got, want, terms) in checks {
+                let tag = "\(portable ? "portable" : Conv2d.directKernelISA)\(tile != 0 ? " winograd F(\(tile)×\(tile), 3×3)" : "") \(s)"
+                // Float32 sums of `terms` products: error bound 1e-6·√terms relative to the largest
+                // value; F(4×4, 3×3)'s transforms (coefficients up to 8 and 1/24) get 4e-6.
+                let unit = tile == 4 ? 4e-6 : 1e-6
+                let checks = [("y", out, y, s.c * 9, unit), ("dx", gx, dx, s.k * 9, unit), ("dw", gw, dw, s.n * oh * ow, unit)]
+                for (name, got, want, terms, unit) in checks {
                     XCTAssertEqual(got.count, want.count, "\(tag) \(name) size")
                     let scale = max(1, want.map { abs($0) }.max() ?? 0)
                     let err = zip(got, want).map { abs(Double($0) - $1) }.max() ?? 0
-                    XCTAssertLessThanOrEqual(err, 1e-6 * scale * Double(terms).squareRoot(),
+                    XCTAssertLessThanOrEqual(err, unit * scale * Double(terms).squareRoot(),
                                              "\(tag) \(name): max error \(err)")
                 }
             }
@@ -158,23 +178,24 @@ final class LayerGradientTests: XCTestCase {
         let x = GradCheck.randomTensor([7, 24, 32, 32], seed: 41)
         let w = GradCheck.randomTensor([24, 24, 3, 3], seed: 42, scale: 0.1)
         let dy = GradCheck.randomTensor([7, 24, 32, 32], seed: 43)
-        let saved = (BLAS.threads, Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels)
+        let saved = (BLAS.threads, Self.savedConvSettings())
         Conv2d.directConvolution = true
         defer {
             BLAS.setThreads(saved.0)
-            (Conv2d.directConvolution, Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels) = (saved.1, saved.2, saved.3)
+            Self.restoreConvSettings(saved.1)
         }
         XCTAssertGreaterThan(7 / Conv2d.winogradGroup(cin: 24, cout: 24, h: 32, w: 32), 2)
-        for winograd in [false, true] {
-            Conv2d.useWinograd(winograd)
+        XCTAssertGreaterThan(7 / Conv2d.winogradGroup(cin: 24, cout: 24, h: 32, w: 32, tile: 4), 2)
+        for tile in [0, 2, 4] {
+            Conv2d.useWinograd(tile != 0, tile: tile)
             var results: [[[Float]]] = []
             for threads in [1, 2, 3] {
                 BLAS.setThreads(threads)
-                results.append(convPasses(w, stride: 1, x: x, dy: dy, grad: 0.25, winograd: winograd))
+                results.append(convPasses(w, stride: 1, x: x, dy: dy, grad: 0.25, tile: tile))
             }
             for r in results.dropFirst() {
                 for (i, name) in ["y", "dx", "dw"].enumerated() {
-                    XCTAssertTrue(r[i] == results[0][i], "\(winograd ? "winograd" : "direct") \(name) differs between thread counts")
+                    XCTAssertTrue(r[i] == results[0][i], "Winograd tile \(tile) \(name) differs between thread counts")
                 }
             }
             XCTAssertNotEqual(results[0][2].max(), 0.25)  // the gradient was accumulated

@@ -54,8 +54,8 @@ final class MPITests: XCTestCase {
     }
 
     /// Writes the toy data set and a shared initial checkpoint; returns the common training flags.
-    func setUpRun(_ d: String) throws -> [String] {
-        try TrainingTests.writeToyNPZ(d + "/toy.npz", train: 640, test: 64)
+    func setUpRun(_ d: String, side: Int = 8) throws -> [String] {
+        try TrainingTests.writeToyNPZ(d + "/toy.npz", train: 640, test: 64, side: side)
         let net = ResNet(depth: 20, inChannels: 1, numClasses: 3, seed: 3)
         try SafeTensors.save(net.state, to: d + "/init.safetensors")
         return ["train", "--data", d + "/toy.npz", "--model", "resnet20", "--init", d + "/init.safetensors",
@@ -83,16 +83,20 @@ final class MPITests: XCTestCase {
     }
 
     func testWorldSizeInvarianceOnWinograd() throws {
-        // Every stride-1 3×3 layer on 8×8 planes (stage 1 of the toy net) through Winograd
-        // F(2×2, 3×3): 5 steps on 1, 2, 4 and 8 ranks agree to rounding (measured ≤ 1e-6; a wrong
-        // transform or a mis-summed gradient group is ≥ 1e-3), and with the direct kernels.
-        // (Longer runs amplify rounding: after 20 steps one of these runs crosses a point where a
-        // 1e-7 perturbation grows to 1e-3, whichever kernel made it.)
+        // 16×16 images: every stride-1 3×3 layer of stage 1 (16×16 planes) through Winograd
+        // F(4×4, 3×3), of stage 2 (8×8) through F(2×2, 3×3). One step (forward, backward, the
+        // all-reduced gradient, the update) on 1, 2, 4 and 8 ranks agrees to rounding (measured
+        // ≤ 1.3e-7 relative per tensor; a wrong transform or a mis-summed gradient group is
+        // ≥ 1e-3), and with the direct kernels within F(4×4, 3×3)'s rounding as the batch-norm
+        // biases' near-cancelling sums magnify it (measured 1e-2; a wrong kernel is O(1)).
+        // Later steps run on weights that differ in the last bits, which F(4×4, 3×3)'s rounding
+        // turns into differences of its own size (1e-6 of a conv's output) and those biases, still
+        // near zero, magnify to 5e-3 relative; the other world-size tests cover later steps.
         let d = try tempDir()
-        let base = try setUpRun(d) + ["--no-shuffle", "--augment", "none", "--bn", "sync", "--max-steps", "5"]
-        let wino = base + ["--winograd-min-channels", "0", "--winograd-weight-grad-min-channels", "0"]
+        let base = try setUpRun(d, side: 16) + ["--no-shuffle", "--augment", "none", "--bn", "sync", "--max-steps", "1"]
+        let wino = base + ["--winograd-min-channels", "0", "--winograd-weight-grad-min-channels", "0", "--winograd4-min-channels", "0"]
         var r = try Self.run(np: 1, base + ["--winograd-min-channels", "100000", "--winograd-weight-grad-min-channels", "100000",
-                                            "--out", d + "/direct"])
+                                            "--winograd4-min-channels", "100000", "--out", d + "/direct"])
         XCTAssertEqual(r.status, 0, r.err)
         for np in [1, 2, 4, 8] {
             r = try Self.run(np: np, wino + ["--out", d + "/np\(np)"])
@@ -100,7 +104,7 @@ final class MPITests: XCTestCase {
             let ref = np == 1 ? d + "/direct" : d + "/np1"
             let diff = try Self.differences(d + "/np\(np)/model.safetensors", ref + "/model.safetensors")
             let worst = diff.max { $0.value < $1.value }!
-            XCTAssertLessThan(worst.value, 1e-5, "np=\(np): \(worst.key) differs by \(worst.value)")
+            XCTAssertLessThan(worst.value, np == 1 ? 5e-2 : 1e-5, "np=\(np): \(worst.key) differs by \(worst.value)")
             if np == 1 { XCTAssertGreaterThan(worst.value, 0, "identical to the direct kernels: Winograd not in use?") }
         }
     }

@@ -10,23 +10,24 @@ import Glibc
 /// End-to-end training in one process and through the `tricks-worker` binary.
 final class TrainingTests: XCTestCase {
     /// A learnable synthetic set: class k brightens quadrant k of an 8×8 image.
-    static func writeToyNPZ(_ path: String, train: Int = 96, test: Int = 48) throws {
+    /// Images `side`×`side` (8 by default) whose bright quadrant is the class.
+    static func writeToyNPZ(_ path: String, train: Int = 96, test: Int = 48, side: Int = 8) throws {
         var rng = SplitMix64(seed: 77)
         func make(_ n: Int) -> ([UInt8], [UInt8]) {
             var px: [UInt8] = [], labels: [UInt8] = []
             for i in 0..<n {
                 let k = i % 3
                 labels.append(UInt8(k))
-                for y in 0..<8 { for x in 0..<8 {
-                    let q = (y / 4) * 2 + x / 4
+                for y in 0..<side { for x in 0..<side {
+                    let q = (y / (side / 2)) * 2 + x / (side / 2)
                     px.append(UInt8(min(255, (q == k ? 160 : 40) + rng.below(60))))
                 } }
             }
             return (px, labels)
         }
         let (xt, yt) = make(train), (xs, ys) = make(test)
-        try DataTests.zip([("x_train.npy", DataTests.npy("|u1", [train, 8, 8], xt)), ("y_train.npy", DataTests.npy("|u1", [train], yt)),
-                           ("x_test.npy", DataTests.npy("|u1", [test, 8, 8], xs)), ("y_test.npy", DataTests.npy("|u1", [test], ys))])
+        try DataTests.zip([("x_train.npy", DataTests.npy("|u1", [train, side, side], xt)), ("y_train.npy", DataTests.npy("|u1", [train], yt)),
+                           ("x_test.npy", DataTests.npy("|u1", [test, side, side], xs)), ("y_test.npy", DataTests.npy("|u1", [test], ys))])
             .write(to: URL(fileURLWithPath: path))
     }
 

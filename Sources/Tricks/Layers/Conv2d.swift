@@ -6,7 +6,8 @@ import Dispatch
 /// 3×3 padding-1 convolutions (most of a ResNet's FLOPs) run on direct kernels
 /// (`CKernels`: zero-bordered planes, register-blocked FMAs, no unfolded matrix):
 /// output and weight gradient at stride 1 or 2, input gradient at stride 1. Wide stride-1
-/// layers (at least `winogradMinChannels` channels in and out) use Winograd F(2×2, 3×3) instead.
+/// layers use Winograd instead: F(4×4, 3×3) from `winograd4MinChannels` channels on planes 16
+/// or 32 wide, F(2×2, 3×3) from `winogradMinChannels` on the other planes where it pays.
 /// Everything else unfolds chunks of images (`im2col`, or a plain channel-major
 /// copy for 1×1 stride-1 kernels) and runs GEMMs `W (Cout, C·k·k) × col (C·k·k, m·OH·OW)`;
 /// backward recomputes the unfolding instead of caching it, so one scratch
@@ -22,7 +23,7 @@ public final class Conv2d: Layer {
     private var geometry = ConvGeometry(n: 0, c: 0, h: 0, w: 0, kh: 0, kw: 0, stride: 1, pad: 0)
     private let y = Tensor(shape: [0])
     private let dx = Tensor(shape: [0])
-    /// The kernels in the Winograd domain, `(16, K, N)`, rebuilt from the weight at each pass.
+    /// The kernels in the Winograd domain, `(16 or 36, K, N)`, rebuilt from the weight at each pass.
     private let transformed = Tensor(shape: [0])
 
     public init(_ name: String, _ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1,
@@ -67,6 +68,14 @@ public final class Conv2d: Layer {
     /// none.
     public static var winogradMinChannels = 32
 
+    /// Stride-1 3×3 layers with at least this many input and output channels run their output
+    /// and input gradient on Winograd F(4×4, 3×3) on planes 16 or 32 wide (`winograd4Plane`):
+    /// 4× fewer multiplies than the direct kernels, transforms of 6×6 tiles that cost about
+    /// what F(2×2, 3×3)'s 4×4 ones do per output. Errors grow with the tile (about 3e-6 of the
+    /// output's scale in float32 against 1e-6), as in other libraries that use it.
+    /// Takes precedence over F(2×2, 3×3) where both apply.
+    public static var winograd4MinChannels = 16
+
     /// The weight gradient's own threshold: Winograd's weight gradient pays from narrower
     /// layers than its forward pass (no output transform; docs/performance.md).
     public static var winogradWeightGradMinChannels = 16
@@ -81,10 +90,19 @@ public final class Conv2d: Layer {
         h % 2 == 0 && w % 2 == 0 && (h / 2) * (w / 2) % 16 == 0
     }
 
-    /// True when this layer's output and input gradient run on Winograd for inputs whose planes
-    /// pass `winogradPlane`.
+    /// Planes where F(4×4, 3×3) pays: 16 or 32 wide, whose rows its row passes take whole
+    /// (four or two tile rows to a vector), any height.
+    public static func winograd4Plane(h: Int, w: Int) -> Bool { w == 16 || w == 32 }
+
+    /// True when this layer's output and input gradient run on Winograd F(2×2, 3×3) for inputs
+    /// whose planes pass `winogradPlane` (unless F(4×4, 3×3) takes them).
     public var usesWinograd: Bool {
         usesDirectInputGrad && min(inChannels, outChannels) >= Conv2d.winogradMinChannels
+    }
+
+    /// True when they run on F(4×4, 3×3) for inputs whose planes pass `winograd4Plane`.
+    public var usesWinograd4: Bool {
+        usesDirectInputGrad && min(inChannels, outChannels) >= Conv2d.winograd4MinChannels
     }
 
     /// True when its weight gradient runs on Winograd, on the same planes.
@@ -96,30 +114,48 @@ public final class Conv2d: Layer {
         Conv2d.winogradAnyPlane || Conv2d.winogradPlane(h: g.h, w: g.w)
     }
 
-    /// Winograd for this geometry's output and input gradient.
-    private func winograd(_ g: ConvGeometry) -> Bool { usesWinograd && winogradPlane(g) }
-
-    /// Winograd for this geometry's weight gradient.
-    private func winogradWgrad(_ g: ConvGeometry) -> Bool { usesWinogradWeightGrad && winogradPlane(g) }
-
-    /// Winograd for every eligible pass of every layer (`true`), or for none (`false`):
-    /// both thresholds at once, for comparisons and tests.
-    static func useWinograd(_ on: Bool) {
-        winogradMinChannels = on ? 0 : Int.max
-        winogradWeightGradMinChannels = on ? 0 : Int.max
+    /// The Winograd tile of this geometry's output and input gradient: 4, 2 or none (0).
+    private func winogradTile(_ g: ConvGeometry) -> Int {
+        if usesWinograd4 && (Conv2d.winogradAnyPlane || Conv2d.winograd4Plane(h: g.h, w: g.w)) { return 4 }
+        return usesWinograd && winogradPlane(g) ? 2 : 0
     }
 
-    /// Images per Winograd weight-gradient group for these shapes.
-    static func winogradGroup(cin: Int, cout: Int, h: Int, w: Int) -> Int {
-        Int(tk_wino_wgrad_group(Int32(cin), Int32(cout), Int32(h), Int32(w)))
+    /// The Winograd tile of this geometry's weight gradient: F(4×4, 3×3) where the output runs on
+    /// it (and the weight-gradient threshold allows Winograd), else F(2×2, 3×3) on its planes.
+    private func winogradWgradTile(_ g: ConvGeometry) -> Int {
+        guard usesWinogradWeightGrad else { return 0 }
+        if winogradTile(g) == 4 { return 4 }
+        return winogradPlane(g) ? 2 : 0
+    }
+
+    /// Winograd for every eligible pass of every layer (`true`: F(4×4, 3×3) where it applies,
+    /// F(2×2, 3×3) elsewhere), or for none (`false`): all thresholds at once, for comparisons
+    /// and tests. `tile` 2 keeps F(4×4, 3×3) off.
+    static func useWinograd(_ on: Bool, tile: Int = 4) {
+        winogradMinChannels = on ? 0 : Int.max
+        winogradWeightGradMinChannels = on ? 0 : Int.max
+        winograd4MinChannels = on && tile == 4 ? 0 : Int.max
+    }
+
+    /// Images per Winograd weight-gradient group for these shapes and tile.
+    static func winogradGroup(cin: Int, cout: Int, h: Int, w: Int, tile: Int = 2) -> Int {
+        let group = tile == 4 ? tk_wino4_wgrad_group : tk_wino_wgrad_group
+        return Int(group(Int32(cin), Int32(cout), Int32(h), Int32(w)))
     }
 
     /// Scratch for each of `workers` threads of the direct kernels (slots 0, 2, 3, …).
     private func directScratch(_ g: ConvGeometry, workers: Int) -> [UnsafeMutablePointer<Float>] {
         let direct = tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride))
-        let count = winograd(g) || winogradWgrad(g)
-            ? max(direct, tk_wino_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
-            : direct
+        var count = direct
+        if winogradTile(g) == 2 || winogradWgradTile(g) == 2 {
+            count = max(count, tk_wino_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
+        }
+        if winogradTile(g) == 4 {
+            count = max(count, tk_wino4_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
+        }
+        if winogradWgradTile(g) == 4 {
+            count = max(count, tk_wino4_wgrad_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
+        }
         return (0..<workers).map { ws.scratch($0 == 0 ? 0 : $0 + 1, count: count) }
     }
 
@@ -133,18 +169,19 @@ public final class Conv2d: Layer {
         let workers = directWorkers(g.n), scratch = directScratch(g, workers: workers)
         let (cin, cout) = transposed ? (outChannels, g.c) : (g.c, outChannels)
         let (srcPlane, dstPlane) = transposed ? (g.oh * g.ow, g.h * g.w) : (g.h * g.w, g.oh * g.ow)
-        let winograd = winograd(g)
-        if winograd {
-            transformed.resize([16 * inChannels * outChannels])
-            tk_wino_weights(weight.value, Int32(outChannels), Int32(inChannels), transposed ? 1 : 0, transformed.data)
+        let tile = winogradTile(g)
+        if tile != 0 {
+            transformed.resize([(tile == 4 ? 36 : 16) * inChannels * outChannels])
+            let transform = tile == 4 ? tk_wino4_weights : tk_wino_weights
+            transform(weight.value, Int32(outChannels), Int32(inChannels), transposed ? 1 : 0, transformed.data)
         }
         DispatchQueue.concurrentPerform(iterations: workers) { t in
             let n0 = g.n * t / workers, n1 = g.n * (t + 1) / workers
             guard n1 > n0 else { return }
             let s = src + n0 * cin * srcPlane, d = dst + n0 * cout * dstPlane
-            if winograd {
-                tk_wino_forward(s, Int32(n1 - n0), Int32(cin), Int32(g.h), Int32(g.w), transformed.data, Int32(cout),
-                                d, scratch[t])
+            if tile != 0 {
+                let run = tile == 4 ? tk_wino4_forward : tk_wino_forward
+                run(s, Int32(n1 - n0), Int32(cin), Int32(g.h), Int32(g.w), transformed.data, Int32(cout), d, scratch[t])
             } else if transposed {
                 tk_conv3x3_backward_data(s, Int32(n1 - n0), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
                                          Int32(outChannels), d, scratch[t])
@@ -159,7 +196,8 @@ public final class Conv2d: Layer {
     /// several threads each group's sum lands in its own buffer and the buffers are added
     /// in group order, which is exactly the arithmetic of one thread doing all groups.
     private func directWeightGrad(_ x: Tensor, _ dy: Tensor, _ g: ConvGeometry) {
-        if winogradWgrad(g) { return winogradWeightGrad(x, dy, g) }
+        let tile = winogradWgradTile(g)
+        if tile != 0 { return winogradWeightGrad(x, dy, g, tile: tile) }
         let per = Int(tk_conv3x3_wgrad_group(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride)))
         let groups = (g.n + per - 1) / per
         let workers = directWorkers(groups), scratch = directScratch(g, workers: workers)
@@ -180,18 +218,19 @@ public final class Conv2d: Layer {
         for i in 0..<groups { Vec.addInPlace(weight.grad, partial + i * size, size) }
     }
 
-    /// Weight gradient through Winograd: the transformed gradient `(16, Cout, Cin)` is summed
+    /// Weight gradient through Winograd: the transformed gradient `(16 or 36, Cout, Cin)` is summed
     /// group by group (each group's sum in its own buffer with several threads, added in group
     /// order, the arithmetic of one thread doing all groups), then brought back to 3×3 once.
-    private func winogradWeightGrad(_ x: Tensor, _ dy: Tensor, _ g: ConvGeometry) {
-        let per = Conv2d.winogradGroup(cin: g.c, cout: outChannels, h: g.h, w: g.w)
+    private func winogradWeightGrad(_ x: Tensor, _ dy: Tensor, _ g: ConvGeometry, tile: Int) {
+        let per = Conv2d.winogradGroup(cin: g.c, cout: outChannels, h: g.h, w: g.w, tile: tile)
         let groups = (g.n + per - 1) / per
         let workers = directWorkers(groups), scratch = directScratch(g, workers: workers)
-        let hw = g.h * g.w, size = 16 * g.c * outChannels
+        let hw = g.h * g.w, size = (tile == 4 ? 36 : 16) * g.c * outChannels
         let z = ws.scratch(1, count: (workers == 1 ? 1 : groups + 1) * size)
+        let wgrad = tile == 4 ? tk_wino4_wgrad : tk_wino_wgrad
         func run(_ n0: Int, _ n1: Int, _ out: UnsafeMutablePointer<Float>, _ s: UnsafeMutablePointer<Float>) {
-            tk_wino_wgrad(x.data + n0 * g.c * hw, dy.data + n0 * outChannels * hw, Int32(n1 - n0), Int32(g.c),
-                          Int32(g.h), Int32(g.w), Int32(outChannels), out, s)
+            wgrad(x.data + n0 * g.c * hw, dy.data + n0 * outChannels * hw, Int32(n1 - n0), Int32(g.c),
+                  Int32(g.h), Int32(g.w), Int32(outChannels), out, s)
         }
         if workers == 1 {
             run(0, g.n, z, scratch[0])
@@ -204,7 +243,8 @@ public final class Conv2d: Layer {
             z.update(repeating: 0, count: size)
             for i in 0..<groups { Vec.addInPlace(z, z + (i + 1) * size, size) }
         }
-        tk_wino_wgrad_finish(z, Int32(outChannels), Int32(g.c), weight.grad)
+        let finish = tile == 4 ? tk_wino4_wgrad_finish : tk_wino_wgrad_finish
+        finish(z, Int32(outChannels), Int32(g.c), weight.grad)
     }
 
     /// Images per GEMM: enough columns for an efficient GEMM, few enough that the

@@ -74,7 +74,7 @@ public struct StepBenchmark {
         for _ in 0..<steps { step() }
         net.profiler = nil
         var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads), OpenBLAS kernels \(BLAS.coreName), "
-            + (Conv2d.directConvolution ? "direct 3×3 kernels (\(Conv2d.directKernelISA)), Winograd F(2×2, 3×3) for stride-1 layers of ≥ \(Conv2d.winogradMinChannels) channels (weight gradient ≥ \(Conv2d.winogradWeightGradMinChannels))" : "im2col + GEMM for every conv") + "\n\n"
+            + (Conv2d.directConvolution ? "direct 3×3 kernels (\(Conv2d.directKernelISA)), Winograd F(4×4, 3×3) for stride-1 layers of ≥ \(Conv2d.winograd4MinChannels) channels on planes 16 or 32 wide, F(2×2, 3×3) for ≥ \(Conv2d.winogradMinChannels) channels elsewhere (weight gradient ≥ \(Conv2d.winogradWeightGradMinChannels))" : "im2col + GEMM for every conv") + "\n\n"
         out += String(format: "%.1f images/s at the median; gradient all-reduce wait after backward %.3f ms/step\n\n",
                       Double(batch) / median, 1e3 * w[0])
         out += "| statistic | ms |\n|---|---:|\n"
@@ -135,12 +135,12 @@ public struct StepBenchmark {
     }
 }
 
-/// Times one 3×3 stride-1 convolution on the direct kernels and on Winograd F(2×2, 3×3),
-/// interleaved rep by rep, at a list of widths and plane sizes: forward, input gradient and
-/// weight gradient separately (the weight gradient alone is a backward pass with
+/// Times one 3×3 stride-1 convolution on the direct kernels, on Winograd F(2×2, 3×3) and on
+/// F(4×4, 3×3), interleaved rep by rep, at a list of widths and plane sizes: forward, input
+/// gradient and weight gradient separately (the weight gradient alone is a backward pass with
 /// `needsInputGrad` off; the input gradient is the full backward minus that). These are the
-/// measurements behind `Conv2d.winogradMinChannels`, `winogradWeightGradMinChannels` and
-/// `winogradPlane`.
+/// measurements behind `Conv2d.winogradMinChannels`, `winograd4MinChannels`,
+/// `winogradWeightGradMinChannels`, `winogradPlane` and `winograd4Plane`.
 public struct ConvKernelBenchmark {
     public var batch = 32
     public var reps = 15
@@ -151,25 +151,31 @@ public struct ConvKernelBenchmark {
 
     /// Runs the benchmark and returns a markdown table (best of `reps` per cell, ms).
     public func run() -> String {
-        let saved = (Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane)
-        defer { (Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winogradAnyPlane) = saved }
+        let saved = (Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winograd4MinChannels,
+                     Conv2d.winogradAnyPlane)
+        defer {
+            (Conv2d.winogradMinChannels, Conv2d.winogradWeightGradMinChannels, Conv2d.winograd4MinChannels,
+             Conv2d.winogradAnyPlane) = saved
+        }
         Conv2d.winogradAnyPlane = true
-        var out = "| channels | plane | direct fwd | direct input grad | direct weight grad | Winograd fwd | Winograd input grad | Winograd weight grad | Winograd / direct: fwd, input, weight |\n"
-        out += "|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        let tiles = [0, 2, 4]   // direct, F(2×2, 3×3), F(4×4, 3×3)
+        func use(_ tile: Int) { Conv2d.useWinograd(tile != 0, tile: tile) }
+        var out = "| channels | plane | direct fwd / input / weight | F(2×2) fwd / input / weight | F(4×4) fwd / input / weight | F(2×2) / direct | F(4×4) / direct |\n"
+        out += "|---:|---:|---|---|---|---|---|\n"
         for (c, s) in shapes {
             var rng = SplitMix64(seed: 11)
             let x = Tensor(shape: [batch, c, s, s]), dy = Tensor(shape: [batch, c, s, s])
             for i in 0..<x.count { x[i] = Float(rng.normal()); dy[i] = Float(rng.normal()) }
-            let layers = [false, true].map { winograd -> Conv2d in
-                Conv2d.useWinograd(winograd)
+            let layers = tiles.map { tile -> Conv2d in
+                use(tile)
                 let conv = Conv2d("c", c, c, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
                 for i in 0..<conv.weight.count { conv.weight.value[i] = Float(rng.normal()) * 0.05 }
                 return conv
             }
-            var best = [Double](repeating: .infinity, count: 6)   // per path: fwd, full bwd, weight grad
+            var best = [[Double]](repeating: [.infinity, .infinity, .infinity], count: tiles.count)  // fwd, full bwd, weight grad
             for _ in 0..<reps {
-                for (k, winograd) in [false, true].enumerated() {
-                    Conv2d.useWinograd(winograd)
+                for (k, tile) in tiles.enumerated() {
+                    use(tile)
                     let conv = layers[k]
                     let t0 = StepBenchmark.now()
                     _ = conv.forward(x, mode: .training)
@@ -180,15 +186,15 @@ public struct ConvKernelBenchmark {
                     conv.needsInputGrad = false
                     _ = conv.backward(dy)
                     let t3 = StepBenchmark.now()
-                    best[3 * k] = min(best[3 * k], t1 - t0)
-                    best[3 * k + 1] = min(best[3 * k + 1], t2 - t1)
-                    best[3 * k + 2] = min(best[3 * k + 2], t3 - t2)
+                    best[k][0] = min(best[k][0], t1 - t0)
+                    best[k][1] = min(best[k][1], t2 - t1)
+                    best[k][2] = min(best[k][2], t3 - t2)
                 }
             }
-            let d = [best[0], max(0, best[1] - best[2]), best[2]], w = [best[3], max(0, best[4] - best[5]), best[5]]
-            out += String(format: "| %d | %d×%d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f, %.2f, %.2f |\n", c, s, s,
-                          1e3 * d[0], 1e3 * d[1], 1e3 * d[2], 1e3 * w[0], 1e3 * w[1], 1e3 * w[2],
-                          w[0] / d[0], w[1] / d[1], w[2] / d[2])
+            let t = best.map { [$0[0], max(0, $0[1] - $0[2]), $0[2]] }   // fwd, input grad, weight grad
+            func ms(_ v: [Double]) -> String { v.map { String(format: "%.3f", 1e3 * $0) }.joined(separator: " / ") }
+            func ratio(_ v: [Double]) -> String { zip(v, t[0]).map { String(format: "%.2f", $0 / $1) }.joined(separator: ", ") }
+            out += "| \(c) | \(s)×\(s) | \(ms(t[0])) | \(ms(t[1])) | \(ms(t[2])) | \(ratio(t[1])) | \(ratio(t[2])) |\n"
         }
         return out
     }
