@@ -20,6 +20,10 @@
  * transforms a group of about 256 tiles whole and sums the products over them in registers.
  * Tiles of a group's images sit side by side, so the products see enough columns.
  *
+ * F(4×4, 3×3), further below, follows the same plan with 6×6 tiles and 36 products: forward,
+ * input gradient and weight gradient; on planes 16 or 32 wide its row passes hold two or four
+ * tile rows per vector.
+ *
  * One source, written with vector extensions: compiled once for AVX-512 (chosen at run time,
  * like the direct kernels) and once as portable code (with AVX2 and baseline clones).
  */
