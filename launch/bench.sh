@@ -21,7 +21,7 @@ $bin bench --batch-size 32 --threads 1 --steps "$steps" --im2col --row
 echo
 echo "The same step with Winograd off (every stride-1 3×3 layer on the direct kernels):"
 echo; echo "$header"
-$bin bench --batch-size 32 --threads 1 --steps "$steps" --winograd-min-channels 1000000 --winograd-weight-grad-min-channels 1000000 --row
+$bin bench --batch-size 32 --threads 1 --steps "$steps" --winograd-min-channels 1000000 --winograd-weight-grad-min-channels 1000000 --winograd4-min-channels 1000000 --row
 echo
 $bin bench --conv-kernels
 echo
