@@ -89,10 +89,8 @@ static int block_vectors(int cin) { return cin >= BLOCK_WIDE ? FV : 1; }
  * runs the products at a third of the speed), within ROW_FLOATS of row-pass buffers. One image
  * when it already spans several blocks; else the fewest images whose tiles make whole blocks,
  * or failing that waste the fewest vector lanes. */
-static int forward_images(wgeom g, int cin, int cout) {
-    int B = 16 * block_vectors(cin);
+static int images_per_block_group(wgeom g, int B, size_t image) { /* B tiles per block, image: row-pass floats */
     if (g.tiles >= 4 * B) return 1;
-    size_t image = (size_t)(cin + cout) * 8 * g.rb;
     int cap = (int)(ROW_FLOATS / (image ? image : 1));
     if (cap > 8) cap = 8;
     if (cap < 1) return 1;
@@ -107,17 +105,23 @@ static int forward_images(wgeom g, int cin, int cout) {
     return best;
 }
 
-/* Weight-gradient images per group: about WGRAD_TILES tiles, U and V within WGRAD_FLOATS. */
-static int wgrad_images(int cin, int cout, wgeom g) {
+/* Blocks of 16·block_vectors(cin) tiles; 8 row-pass buffers per channel. */
+static int forward_images(wgeom g, int cin, int cout) {
+    return images_per_block_group(g, 16 * block_vectors(cin), (size_t)(cin + cout) * 8 * g.rb);
+}
+
+/* Weight-gradient images per group: about WGRAD_TILES tiles, U and V (X transformed values per
+ * tile and channel) within WGRAD_FLOATS. */
+static int wgrad_images(int cin, int cout, wgeom g, int X) {
     int per = WGRAD_TILES / (g.tiles > 0 ? g.tiles : 1);
     if (per < 1) per = 1;
-    size_t image = (size_t)16 * (size_t)(cin + cout) * (size_t)g.tiles;
+    size_t image = (size_t)X * (size_t)(cin + cout) * (size_t)g.tiles;
     size_t cap = WGRAD_FLOATS / (image ? image : 1);
     if (cap < 1) cap = 1;
     return (size_t)per > cap ? (int)cap : per;
 }
 
-int tk_wino_wgrad_group(int cin, int cout, int h, int w) { return wgrad_images(cin, cout, make_wgeom(h, w)); }
+int tk_wino_wgrad_group(int cin, int cout, int h, int w) { return wgrad_images(cin, cout, make_wgeom(h, w), 16); }
 
 /* A staged plane and room for the last row's whole-vector reads and writes. */
 static size_t stage_floats(wgeom g) { return (size_t)g.h * g.w + 2 * (size_t)g.twp + 64; }
@@ -135,7 +139,7 @@ static size_t forward_floats(int cin, int cout, wgeom g) {
 
 /* Weight gradient: stage, one plane's row pass, the group's U and V. */
 static size_t wgrad_floats(int cin, int cout, wgeom g) {
-    return stage_floats(g) + 8 * g.rb + (size_t)16 * (size_t)(cin + cout) * pitch(g, wgrad_images(cin, cout, g)) + 64;
+    return stage_floats(g) + 8 * g.rb + (size_t)16 * (size_t)(cin + cout) * pitch(g, wgrad_images(cin, cout, g, 16)) + 64;
 }
 
 size_t tk_wino_scratch(int cin, int cout, int h, int w) {
@@ -160,9 +164,32 @@ INLINE void kernel_transform16(const v16 *k, v16 *t) {
     }
 }
 
-void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt) {
-    /* forward: wt[ξ][ci][co] = (G w[co][ci] Gᵀ)_ξ; flip: wt[ξ][co][ci] from w[co][ci] rotated 180°.
-     * Rows of wt (fixed ξ and first index) are filled 16 entries at a time. */
+/* t[6j + k] = (G k Gᵀ)[j][k] for 16 kernels at once, k[i] holding tap i of each. */
+INLINE void kernel_transform16_4(const v16 *k, v16 *t) {
+    v16 r[6][3];
+    for (int j = 0; j < 3; j++) {
+        v16 a = k[j], b = k[3 + j], c = k[6 + j];
+        r[0][j] = a * 0.25f;
+        r[1][j] = (a + b + c) * (-1.0f / 6);
+        r[2][j] = (a - b + c) * (-1.0f / 6);
+        r[3][j] = a * (1.0f / 24) + b * (1.0f / 12) + c * (1.0f / 6);
+        r[4][j] = a * (1.0f / 24) - b * (1.0f / 12) + c * (1.0f / 6);
+        r[5][j] = c;
+    }
+    for (int i = 0; i < 6; i++) {
+        v16 a = r[i][0], b = r[i][1], c = r[i][2];
+        t[i * 6 + 0] = a * 0.25f;
+        t[i * 6 + 1] = (a + b + c) * (-1.0f / 6);
+        t[i * 6 + 2] = (a - b + c) * (-1.0f / 6);
+        t[i * 6 + 3] = a * (1.0f / 24) + b * (1.0f / 12) + c * (1.0f / 6);
+        t[i * 6 + 4] = a * (1.0f / 24) - b * (1.0f / 12) + c * (1.0f / 6);
+        t[i * 6 + 5] = c;
+    }
+}
+
+/* Transformed kernels, rows of wt (fixed ξ and first index) filled 16 entries at a time:
+ * forward: wt[ξ][ci][co] from w[co][ci]; flip: wt[ξ][co][ci] from w[co][ci] rotated 180°. */
+INLINE void weights_impl(const int X, const float *weight, int cout, int cin, int flip, float *wt) {
     int K = flip ? cout : cin, N = flip ? cin : cout;
     for (int kidx = 0; kidx < K; kidx++)
         for (int n0 = 0; n0 < N; n0 += 16) {
@@ -173,15 +200,19 @@ void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt
                 const float *k = weight + ((size_t)co * cin + ci) * 9;
                 for (int i = 0; i < 9; i++) taps[i][l] = flip ? k[8 - i] : k[i];
             }
-            v16 kv[9], t[16];
+            v16 kv[9], t[36];
             for (int i = 0; i < 9; i++) kv[i] = LD(taps[i]);
-            kernel_transform16(kv, t);
-            for (int x = 0; x < 16; x++) {
+            if (X == 16) kernel_transform16(kv, t); else kernel_transform16_4(kv, t);
+            for (int x = 0; x < X; x++) {
                 float *dst = wt + ((size_t)x * K + kidx) * N + n0;
                 if (lanes == 16) ST(dst, t[x]);
                 else for (int l = 0; l < lanes; l++) dst[l] = t[x][l];
             }
         }
+}
+
+void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt) {
+    weights_impl(16, weight, cout, cin, flip, wt);
 }
 
 void tk_wino_wgrad_finish(const float *z, int cout, int cin, float *dweight) {
@@ -508,7 +539,7 @@ INLINE void forward_impl(const float *x, int n, int cin, int h, int w, const flo
 INLINE void wgrad_impl(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
                        float *scratch) {
     wgeom g = make_wgeom(h, w);
-    int per = wgrad_images(cin, cout, g);
+    int per = wgrad_images(cin, cout, g, 16);
     size_t P = pitch(g, per), plane = (size_t)h * w;
     float *stage = scratch, *rb = stage + stage_floats(g), *u = rb + 8 * g.rb, *v = u + (size_t)16 * cin * P;
     memset(z, 0, sizeof(float) * 16 * (size_t)cin * cout);
@@ -561,23 +592,8 @@ static size_t block_pitch4(wgeom g) { return 16 * (size_t)F4V + (g.tiles % 16 ==
 /* A staged plane plus room for reading 4·twp floats from its last row's start. */
 static size_t stage_floats4(wgeom g) { return (size_t)g.h * g.w + 4 * (size_t)g.twp + 64; }
 
-/* Images per forward group: their tiles fill whole blocks where few images do. */
 static int forward_images4(wgeom g, int cin, int cout) {
-    int B = 16 * F4V;
-    if (g.tiles >= 4 * B) return 1;
-    size_t image = (size_t)(cin + cout) * RB4 * g.rb;
-    int cap = (int)(ROW_FLOATS / (image ? image : 1));
-    if (cap > 8) cap = 8;
-    if (cap < 1) return 1;
-    int best = 1;
-    double waste = 1e9;
-    for (int per = 1; per <= cap; per++) {
-        size_t T = (size_t)per * g.tiles;
-        if (T % B == 0) return per;
-        double w = (double)(rup(T, 16) - T) / (double)T;
-        if (w < waste - 1e-12) { waste = w; best = per; }
-    }
-    return best;
+    return images_per_block_group(g, 16 * F4V, (size_t)(cin + cout) * RB4 * g.rb);
 }
 
 static size_t forward_floats4(int cin, int cout, wgeom g) {
@@ -592,49 +608,8 @@ size_t tk_wino4_scratch(int cin, int cout, int h, int w) {
     return a > b ? a : b;
 }
 
-/* t[6j + k] = (G k Gᵀ)[j][k] for 16 kernels at once, k[i] holding tap i of each. */
-INLINE void kernel_transform16_4(const v16 *k, v16 *t) {
-    v16 r[6][3];
-    for (int j = 0; j < 3; j++) {
-        v16 a = k[j], b = k[3 + j], c = k[6 + j];
-        r[0][j] = a * 0.25f;
-        r[1][j] = (a + b + c) * (-1.0f / 6);
-        r[2][j] = (a - b + c) * (-1.0f / 6);
-        r[3][j] = a * (1.0f / 24) + b * (1.0f / 12) + c * (1.0f / 6);
-        r[4][j] = a * (1.0f / 24) - b * (1.0f / 12) + c * (1.0f / 6);
-        r[5][j] = c;
-    }
-    for (int i = 0; i < 6; i++) {
-        v16 a = r[i][0], b = r[i][1], c = r[i][2];
-        t[i * 6 + 0] = a * 0.25f;
-        t[i * 6 + 1] = (a + b + c) * (-1.0f / 6);
-        t[i * 6 + 2] = (a - b + c) * (-1.0f / 6);
-        t[i * 6 + 3] = a * (1.0f / 24) + b * (1.0f / 12) + c * (1.0f / 6);
-        t[i * 6 + 4] = a * (1.0f / 24) - b * (1.0f / 12) + c * (1.0f / 6);
-        t[i * 6 + 5] = c;
-    }
-}
-
 void tk_wino4_weights(const float *weight, int cout, int cin, int flip, float *wt) {
-    int K = flip ? cout : cin, N = flip ? cin : cout;
-    for (int kidx = 0; kidx < K; kidx++)
-        for (int n0 = 0; n0 < N; n0 += 16) {
-            int lanes = N - n0 < 16 ? N - n0 : 16;
-            float taps[9][16] __attribute__((aligned(64))) = {{0}};
-            for (int l = 0; l < lanes; l++) {
-                int co = flip ? kidx : n0 + l, ci = flip ? n0 + l : kidx;
-                const float *k = weight + ((size_t)co * cin + ci) * 9;
-                for (int i = 0; i < 9; i++) taps[i][l] = flip ? k[8 - i] : k[i];
-            }
-            v16 kv[9], t[36];
-            for (int i = 0; i < 9; i++) kv[i] = LD(taps[i]);
-            kernel_transform16_4(kv, t);
-            for (int x = 0; x < 36; x++) {
-                float *dst = wt + ((size_t)x * K + kidx) * N + n0;
-                if (lanes == 16) ST(dst, t[x]);
-                else for (int l = 0; l < lanes; l++) dst[l] = t[x][l];
-            }
-        }
+    weights_impl(36, weight, cout, cin, flip, wt);
 }
 
 /* Bᵀ d for six vectors (in place order: d0..d5 → u0..u5). */
@@ -842,20 +817,10 @@ INLINE void forward4_impl(const float *x, int n, int cin, int h, int w, const fl
 
 /* ---- F(4×4, 3×3) weight gradient: Σ_tiles Gᵀ[(A dy Aᵀ) ⊙ (Bᵀ d B)]G, as wgrad_impl ---- */
 
-/* Weight-gradient images per group: about WGRAD_TILES tiles, U and V within WGRAD_FLOATS. */
-static int wgrad_images4(int cin, int cout, wgeom g) {
-    int per = WGRAD_TILES / (g.tiles > 0 ? g.tiles : 1);
-    if (per < 1) per = 1;
-    size_t image = (size_t)36 * (size_t)(cin + cout) * (size_t)g.tiles;
-    size_t cap = WGRAD_FLOATS / (image ? image : 1);
-    if (cap < 1) cap = 1;
-    return (size_t)per > cap ? (int)cap : per;
-}
-
-int tk_wino4_wgrad_group(int cin, int cout, int h, int w) { return wgrad_images4(cin, cout, make_wgeom4(h, w)); }
+int tk_wino4_wgrad_group(int cin, int cout, int h, int w) { return wgrad_images(cin, cout, make_wgeom4(h, w), 36); }
 
 static size_t wgrad_floats4(int cin, int cout, wgeom g) {
-    return stage_floats4(g) + RB4 * g.rb + (size_t)36 * (size_t)(cin + cout) * pitch(g, wgrad_images4(cin, cout, g)) +
+    return stage_floats4(g) + RB4 * g.rb + (size_t)36 * (size_t)(cin + cout) * pitch(g, wgrad_images(cin, cout, g, 36)) +
            64;
 }
 
@@ -913,7 +878,7 @@ INLINE void grad_cols4(const float *rbp, wgeom g, float *v, size_t xs) {
 INLINE void wgrad4_impl(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
                         float *scratch) {
     wgeom g = make_wgeom4(h, w);
-    int per = wgrad_images4(cin, cout, g), packed = packed4(g);
+    int per = wgrad_images(cin, cout, g, 36), packed = packed4(g);
     size_t P = pitch(g, per), plane = (size_t)h * w;
     float *stage = scratch, *rb = stage + stage_floats4(g), *u = rb + RB4 * g.rb, *v = u + (size_t)36 * cin * P;
     memset(z, 0, sizeof(float) * 36 * (size_t)cin * cout);
