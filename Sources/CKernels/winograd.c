@@ -602,12 +602,6 @@ static size_t forward_floats4(int cin, int cout, wgeom g) {
            64;
 }
 
-size_t tk_wino4_scratch(int cin, int cout, int h, int w) {
-    wgeom g = make_wgeom4(h, w);
-    size_t a = forward_floats4(cin, cout, g), b = forward_floats4(cout, cin, g);
-    return a > b ? a : b;
-}
-
 void tk_wino4_weights(const float *weight, int cout, int cin, int flip, float *wt) {
     weights_impl(36, weight, cout, cin, flip, wt);
 }
@@ -669,6 +663,21 @@ INLINE void in_rows4(const float *x, wgeom g, float *stage, float *rbp) {
     }
 }
 
+/* The row transform of 64 packed floats a[0..3]: groups of four columns (lane l: floats 4l … 4l+3,
+ * the tiles' columns 4tx … 4tx+3) taken apart mod 4 with two rounds of shuffles, each tile's
+ * outer columns 4tx−1 and 4tx+4 from its lane neighbours (zero where `first` or `last` is 0,
+ * at a row's ends), then Bᵀ. */
+INLINE void bt6_packed(const v16 *a, i16v first, i16v last, v16 *u) {
+    v16 z = (v16){0};
+    v16 e01 = __builtin_shufflevector(a[0], a[1], EVEN), o01 = __builtin_shufflevector(a[0], a[1], ODD);
+    v16 e23 = __builtin_shufflevector(a[2], a[3], EVEN), o23 = __builtin_shufflevector(a[2], a[3], ODD);
+    v16 q0 = __builtin_shufflevector(e01, e23, EVEN), q2 = __builtin_shufflevector(e01, e23, ODD);
+    v16 q1 = __builtin_shufflevector(o01, o23, EVEN), q3 = __builtin_shufflevector(o01, o23, ODD);
+    v16 p0 = __builtin_shufflevector(z, q3, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
+    v16 p5 = __builtin_shufflevector(q0, z, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+    bt6((v16)((i16v)p0 & first), q0, q1, q2, q3, (v16)((i16v)p5 & last), u);
+}
+
 /* in_rows4 for planes 16 or 32 wide (tw = 4 or 8): a vector holds the same row phase of 16/tw
  * consecutive tile rows, read straight from x, so no lane is idle and nothing is staged. */
 INLINE void in_rows4_packed(const float *x, wgeom g, float *rbp) {
@@ -685,16 +694,8 @@ INLINE void in_rows4_packed(const float *x, wgeom g, float *rbp) {
                 int y = r - 1 + 4 * ((16 * j) / g.w), col = (16 * j) % g.w;
                 a[j] = y >= 0 && y < g.h ? LD(x + (size_t)y * g.w + col) : z;
             }
-            v16 e01 = __builtin_shufflevector(a[0], a[1], EVEN), o01 = __builtin_shufflevector(a[0], a[1], ODD);
-            v16 e23 = __builtin_shufflevector(a[2], a[3], EVEN), o23 = __builtin_shufflevector(a[2], a[3], ODD);
-            v16 q0 = __builtin_shufflevector(e01, e23, EVEN), q2 = __builtin_shufflevector(e01, e23, ODD);
-            v16 q1 = __builtin_shufflevector(o01, o23, EVEN), q3 = __builtin_shufflevector(o01, o23, ODD);
-            v16 p0 = __builtin_shufflevector(z, q3, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
-            v16 p5 = __builtin_shufflevector(q0, z, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
-            p0 = (v16)((i16v)p0 & first);
-            p5 = (v16)((i16v)p5 & last);
             v16 u[6];
-            bt6(p0, q0, q1, q2, q3, p5, u);
+            bt6_packed(a, first, last, u);
             float *d = rbp + (size_t)ph * g.rb + (size_t)q * g.tw;
             for (int k = 0; k < 6; k++) ST(d + (size_t)(4 * k) * g.rb, u[k]);
         }
@@ -755,19 +756,27 @@ INLINE void out_rows4(const float *sbp, wgeom g, float *tmp, float *y) {
     }
 }
 
+/* Output row i of the tiles whose column-pass values start at p (6 buffers `rb` apart), packed:
+ * o[0..3] are 64 floats, lane l's four outputs at 4l … 4l+3 (the inverse of bt6_packed's order). */
+INLINE void at6_packed(const float *p, size_t rb, v16 *o) {
+    v16 s[4];
+    at6(LD(p), LD(p + rb), LD(p + 2 * rb), LD(p + 3 * rb), LD(p + 4 * rb), LD(p + 5 * rb), s);
+    v16 a = __builtin_shufflevector(s[0], s[2], ZIPLO), a2 = __builtin_shufflevector(s[0], s[2], ZIPHI);
+    v16 b = __builtin_shufflevector(s[1], s[3], ZIPLO), b2 = __builtin_shufflevector(s[1], s[3], ZIPHI);
+    o[0] = __builtin_shufflevector(a, b, ZIPLO);
+    o[1] = __builtin_shufflevector(a, b, ZIPHI);
+    o[2] = __builtin_shufflevector(a2, b2, ZIPLO);
+    o[3] = __builtin_shufflevector(a2, b2, ZIPHI);
+}
+
 /* out_rows4 for planes 16 or 32 wide: a vector holds 16/tw tile rows, its four output vectors
  * are whole rows (no staging, nothing written past a row). */
 INLINE void out_rows4_packed(const float *sbp, wgeom g, float *y) {
     const int R = 16 / g.tw;
     for (int q = 0; q < g.th; q += R)
         for (int i = 0; i < 4; i++) {
-            const float *p = sbp + (size_t)(6 * i) * g.rb + (size_t)q * g.tw;
-            v16 s[4];
-            at6(LD(p), LD(p + g.rb), LD(p + 2 * g.rb), LD(p + 3 * g.rb), LD(p + 4 * g.rb), LD(p + 5 * g.rb), s);
-            v16 a = __builtin_shufflevector(s[0], s[2], ZIPLO), a2 = __builtin_shufflevector(s[0], s[2], ZIPHI);
-            v16 b = __builtin_shufflevector(s[1], s[3], ZIPLO), b2 = __builtin_shufflevector(s[1], s[3], ZIPHI);
-            v16 o[4] = {__builtin_shufflevector(a, b, ZIPLO), __builtin_shufflevector(a, b, ZIPHI),
-                        __builtin_shufflevector(a2, b2, ZIPLO), __builtin_shufflevector(a2, b2, ZIPHI)};
+            v16 o[4];
+            at6_packed(sbp + (size_t)(6 * i) * g.rb + (size_t)q * g.tw, g.rb, o);
             for (int j = 0; j < 4; j++) {
                 int yr = 4 * q + i + 4 * ((16 * j) / g.w), col = (16 * j) % g.w;
                 if (yr < g.h) ST(y + (size_t)yr * g.w + col, o[j]);
@@ -817,19 +826,23 @@ INLINE void forward4_impl(const float *x, int n, int cin, int h, int w, const fl
 
 /* ---- F(4×4, 3×3) weight gradient: Σ_tiles Gᵀ[(A dy Aᵀ) ⊙ (Bᵀ d B)]G, as wgrad_impl ---- */
 
-int tk_wino4_wgrad_group(int cin, int cout, int h, int w) { return wgrad_images(cin, cout, make_wgeom4(h, w), 36); }
-
 static size_t wgrad_floats4(int cin, int cout, wgeom g) {
     return stage_floats4(g) + RB4 * g.rb + (size_t)36 * (size_t)(cin + cout) * pitch(g, wgrad_images(cin, cout, g, 36)) +
            64;
 }
 
-size_t tk_wino4_wgrad_scratch(int cin, int cout, int h, int w) { return wgrad_floats4(cin, cout, make_wgeom4(h, w)); }
-
 /* A e for four vectors → six (A = (Aᵀ)ᵀ, 6×4). */
 INLINE void a6(v16 e0, v16 e1, v16 e2, v16 e3, v16 *f) {
     v16 a = e0 + e2, b = e1 + e3, c = e0 + 4.0f * e2, d = 2.0f * e1 + 8.0f * e3;
     f[0] = e0; f[1] = a + b; f[2] = a - b; f[3] = c + d; f[4] = c - d; f[5] = e3;
+}
+
+/* A e for the 64 packed floats a[0..3] (lane l: values 4l … 4l+3), as bt6_packed. */
+INLINE void a6_packed(const v16 *a, v16 *f) {
+    v16 e01 = __builtin_shufflevector(a[0], a[1], EVEN), o01 = __builtin_shufflevector(a[0], a[1], ODD);
+    v16 e23 = __builtin_shufflevector(a[2], a[3], EVEN), o23 = __builtin_shufflevector(a[2], a[3], ODD);
+    a6(__builtin_shufflevector(e01, e23, EVEN), __builtin_shufflevector(o01, o23, EVEN),
+       __builtin_shufflevector(e01, e23, ODD), __builtin_shufflevector(o01, o23, ODD), f);
 }
 
 /* Row pass of an output-gradient plane: rbp[(4·k + r mod 4)·rb + ⌊r/4⌋·tw + tx] = (A e)_k of row r's
@@ -852,11 +865,8 @@ INLINE void grad_rows4(const float *dy, wgeom g, int packed, float *stage, float
                                              : keep_below(LD(src + (size_t)y * g.w + col), col, g.w))
                                    : z;
                 }
-                v16 e01 = __builtin_shufflevector(a[0], a[1], EVEN), o01 = __builtin_shufflevector(a[0], a[1], ODD);
-                v16 e23 = __builtin_shufflevector(a[2], a[3], EVEN), o23 = __builtin_shufflevector(a[2], a[3], ODD);
                 v16 f[6];
-                a6(__builtin_shufflevector(e01, e23, EVEN), __builtin_shufflevector(o01, o23, EVEN),
-                   __builtin_shufflevector(e01, e23, ODD), __builtin_shufflevector(o01, o23, ODD), f);
+                a6_packed(a, f);
                 for (int k = 0; k < 6; k++) ST(d + (size_t)(4 * k) * g.rb + c, f[k]);
             }
         }
@@ -924,6 +934,177 @@ void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight) {
     }
 }
 
+/* ---- F(4×4, 3×3) on planes 8 wide: eight images to a vector ----
+ *
+ * A row of 8 holds two tiles, so one plane's row would fill two lanes of sixteen. Here the row
+ * passes put the same row of eight images in one vector (lane 2·i + tx for image i of an octet),
+ * and an octet's tiles are ordered (ty, image, tx): a virtual plane 16 tiles across, which the
+ * column passes, the 36 products and the output column pass take unchanged. An octet that
+ * runs past the batch reads zeros for its missing images and writes nothing for them.
+ */
+
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+
+static wgeom make_wgeom8(int h) {
+    wgeom g;
+    g.h = h; g.w = 8; g.th = (h + 3) / 4; g.tw = 16;
+    g.tiles = g.th * 16; g.twp = 16;
+    g.rb = (size_t)(g.th + 1) * 16 + 16;
+    return g;
+}
+
+static int octets8(int w) { return w == 8; }
+
+/* Row y of images 2j and 2j+1 of an octet (plane pointers `img`), zero for images past k. */
+INLINE v16 octet_rows(const float *const *img, int j, int k, int y) {
+    v8u z = (v8u){0};
+    v8u lo = 2 * j < k ? *(const v8u *)(img[2 * j] + 8 * y) : z;
+    v8u hi = 2 * j + 1 < k ? *(const v8u *)(img[2 * j + 1] + 8 * y) : z;
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+/* Row pass of one channel of an octet (k images, planes `is` floats apart): as in_rows4_packed,
+ * a vector holding padded row r of all eight planes. */
+INLINE void in_rows8(const float *x, size_t is, int k, wgeom g, float *rbp) {
+    const float *img[8];
+    for (int i = 0; i < 8; i++) img[i] = x + (size_t)(i < k ? i : 0) * is;
+    i16v lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    i16v first = (lane & 1) != 0, last = (lane & 1) != 1;
+    for (int ty = 0; ty <= g.th; ty++)
+        for (int ph = 0; ph < 4; ph++) {
+            int r = 4 * ty + ph, y = r - 1;
+            if (r > 4 * g.th + 1) break;
+            v16 a[4];
+            for (int j = 0; j < 4; j++) a[j] = y >= 0 && y < g.h ? octet_rows(img, j, k, y) : (v16){0};
+            v16 u[6];
+            bt6_packed(a, first, last, u);
+            float *d = rbp + (size_t)ph * g.rb + (size_t)ty * 16;
+            for (int c = 0; c < 6; c++) ST(d + (size_t)(4 * c) * g.rb, u[c]);
+        }
+}
+
+/* Output row pass of one channel of an octet: each output vector is one row of two images. */
+INLINE void out_rows8(const float *sbp, wgeom g, float *y, size_t is, int k) {
+    for (int ty = 0; ty < g.th; ty++)
+        for (int i = 0; i < 4; i++) {
+            int yr = 4 * ty + i;
+            if (yr >= g.h) break;
+            v16 o[4];
+            at6_packed(sbp + (size_t)(6 * i) * g.rb + (size_t)ty * 16, g.rb, o);
+            for (int j = 0; j < 4; j++) {
+                if (2 * j < k)
+                    *(v8u *)(y + (size_t)(2 * j) * is + 8 * yr) = __builtin_shufflevector(o[j], o[j], 0, 1, 2, 3, 4, 5, 6, 7);
+                if (2 * j + 1 < k)
+                    *(v8u *)(y + (size_t)(2 * j + 1) * is + 8 * yr) =
+                        __builtin_shufflevector(o[j], o[j], 8, 9, 10, 11, 12, 13, 14, 15);
+            }
+        }
+}
+
+/* Row pass of one channel of an octet's output gradient, as grad_rows4. */
+INLINE void grad_rows8(const float *dy, size_t is, int k, wgeom g, float *rbp) {
+    const float *img[8];
+    for (int i = 0; i < 8; i++) img[i] = dy + (size_t)(i < k ? i : 0) * is;
+    for (int ty = 0; ty < g.th; ty++)
+        for (int ph = 0; ph < 4; ph++) {
+            int r = 4 * ty + ph;
+            v16 a[4];
+            for (int j = 0; j < 4; j++) a[j] = r < g.h ? octet_rows(img, j, k, r) : (v16){0};
+            v16 f[6];
+            a6_packed(a, f);
+            float *d = rbp + (size_t)ph * g.rb + (size_t)ty * 16;
+            for (int c = 0; c < 6; c++) ST(d + (size_t)(4 * c) * g.rb, f[c]);
+        }
+}
+
+static size_t forward_floats8(int cin, int cout, wgeom g) {
+    return (size_t)(cin + cout) * RB4 * g.rb + (size_t)36 * (cin + cout) * block_pitch4(g) + 64;
+}
+
+/* Forward pass on planes 8 wide, an octet of images at a time: row passes of its cin channels,
+ * blocks of 16·F4V tiles through the column pass, 36 products and output column pass, then the
+ * output row passes. */
+INLINE void forward8_impl(const float *x, int n, int cin, int h, const float *wt, int cout, float *y,
+                          float *scratch) {
+    wgeom g = make_wgeom8(h);
+    int B = 16 * F4V;
+    size_t plane = (size_t)h * 8, BP = block_pitch4(g), rbs = RB4 * g.rb;
+    float *rin = scratch, *rout = rin + (size_t)cin * rbs, *u = rout + (size_t)cout * rbs, *m = u + (size_t)36 * cin * BP;
+    for (int n0 = 0; n0 < n; n0 += 8) {
+        int k = n - n0 < 8 ? n - n0 : 8, T = g.tiles;
+        for (int c = 0; c < cin; c++)
+            in_rows8(x + ((size_t)n0 * cin + c) * plane, (size_t)cin * plane, k, g, rin + (size_t)c * rbs);
+        for (int t0 = 0; t0 < T; t0 += B) {
+            int t1 = T - t0 < B ? T : t0 + B;
+            for (int c = 0; c < cin; c++) in_cols4(rin + (size_t)c * rbs, g, t0, t1, u + (size_t)c * BP, (size_t)cin * BP);
+            fgemm(36, F4V, u, wt, cin, cout, t1 - t0, BP, m);
+            for (int o = 0; o < cout; o++) out_cols4(m + (size_t)o * BP, (size_t)cout * BP, g, t0, t1, rout + (size_t)o * rbs);
+        }
+        for (int o = 0; o < cout; o++)
+            out_rows8(rout + (size_t)o * rbs, g, y + ((size_t)n0 * cout + o) * plane, (size_t)cout * plane, k);
+    }
+}
+
+/* Weight-gradient octets per group: WGRAD8_OCTETS, fewer where U and V would pass WGRAD8_FLOATS. */
+enum { WGRAD8_OCTETS = 2, WGRAD8_FLOATS = 1 << 19 };
+
+static int wgrad_octets8(int cin, int cout, wgeom g) {
+    size_t octet = (size_t)36 * (size_t)(cin + cout) * g.tiles;
+    size_t cap = WGRAD8_FLOATS / octet;
+    if (cap < 1) cap = 1;
+    return cap < WGRAD8_OCTETS ? (int)cap : WGRAD8_OCTETS;
+}
+
+static size_t wgrad_floats8(int cin, int cout, wgeom g) {
+    return RB4 * g.rb + (size_t)36 * (size_t)(cin + cout) * g.tiles * wgrad_octets8(cin, cout, g) + 64;
+}
+
+/* Weight gradient on planes 8 wide: U and V of a group's octets, then the 36 products summed over
+ * its tiles (missing images of a last octet add zeros). */
+INLINE void wgrad8_impl(const float *x, const float *dy, int n, int cin, int h, int cout, float *z, float *scratch) {
+    wgeom g = make_wgeom8(h);
+    int G = wgrad_octets8(cin, cout, g);
+    size_t P = (size_t)G * g.tiles, plane = (size_t)h * 8;
+    float *rb = scratch, *u = rb + RB4 * g.rb, *v = u + (size_t)36 * cin * P;
+    memset(z, 0, sizeof(float) * 36 * (size_t)cin * cout);
+    for (int n0 = 0; n0 < n; n0 += 8 * G) {
+        int oct = 0;
+        for (int i0 = n0; i0 < n && oct < G; i0 += 8, oct++) {
+            int k = n - i0 < 8 ? n - i0 : 8;
+            for (int c = 0; c < cin; c++) {
+                in_rows8(x + ((size_t)i0 * cin + c) * plane, (size_t)cin * plane, k, g, rb);
+                in_cols4(rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)oct * g.tiles, (size_t)cin * P);
+            }
+            for (int o = 0; o < cout; o++) {
+                grad_rows8(dy + ((size_t)i0 * cout + o) * plane, (size_t)cout * plane, k, g, rb);
+                grad_cols4(rb, g, v + (size_t)o * P + (size_t)oct * g.tiles, (size_t)cout * P);
+            }
+        }
+        wgemm(36, v, u, cout, cin, oct * g.tiles, P, z);
+    }
+}
+
+size_t tk_wino4_scratch(int cin, int cout, int h, int w) {
+    if (octets8(w)) {
+        wgeom g = make_wgeom8(h);
+        return forward_floats8(cin, cout, g) > forward_floats8(cout, cin, g) ? forward_floats8(cin, cout, g)
+                                                                             : forward_floats8(cout, cin, g);
+    }
+    wgeom g = make_wgeom4(h, w);
+    size_t a = forward_floats4(cin, cout, g), b = forward_floats4(cout, cin, g);
+    return a > b ? a : b;
+}
+
+int tk_wino4_wgrad_group(int cin, int cout, int h, int w) {
+    if (octets8(w)) return 8 * wgrad_octets8(cin, cout, make_wgeom8(h));
+    return wgrad_images(cin, cout, make_wgeom4(h, w), 36);
+}
+
+size_t tk_wino4_wgrad_scratch(int cin, int cout, int h, int w) {
+    if (octets8(w)) return wgrad_floats8(cin, cout, make_wgeom8(h));
+    return wgrad_floats4(cin, cout, make_wgeom4(h, w));
+}
+
 AVX512 static void forward_avx512(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
                                   float *s) {
     forward_impl(x, n, cin, h, w, wt, cout, y, s);
@@ -955,11 +1136,13 @@ void tk_wino_wgrad(const float *x, const float *dy, int n, int cin, int h, int w
 
 AVX512 static void forward4_avx512(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
                                    float *s) {
-    forward4_impl(x, n, cin, h, w, wt, cout, y, s);
+    if (octets8(w)) forward8_impl(x, n, cin, h, wt, cout, y, s);
+    else forward4_impl(x, n, cin, h, w, wt, cout, y, s);
 }
 PORTABLE_W static void forward4_portable(const float *x, int n, int cin, int h, int w, const float *wt, int cout,
                                          float *y, float *s) {
-    forward4_impl(x, n, cin, h, w, wt, cout, y, s);
+    if (octets8(w)) forward8_impl(x, n, cin, h, wt, cout, y, s);
+    else forward4_impl(x, n, cin, h, w, wt, cout, y, s);
 }
 
 void tk_wino4_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
@@ -969,11 +1152,13 @@ void tk_wino4_forward(const float *x, int n, int cin, int h, int w, const float 
 }
 AVX512 static void wgrad4_avx512(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
                                  float *s) {
-    wgrad4_impl(x, dy, n, cin, h, w, cout, z, s);
+    if (octets8(w)) wgrad8_impl(x, dy, n, cin, h, cout, z, s);
+    else wgrad4_impl(x, dy, n, cin, h, w, cout, z, s);
 }
 PORTABLE_W static void wgrad4_portable(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
                                        float *z, float *s) {
-    wgrad4_impl(x, dy, n, cin, h, w, cout, z, s);
+    if (octets8(w)) wgrad8_impl(x, dy, n, cin, h, cout, z, s);
+    else wgrad4_impl(x, dy, n, cin, h, w, cout, z, s);
 }
 
 void tk_wino4_wgrad(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,

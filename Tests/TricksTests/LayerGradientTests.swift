@@ -58,6 +58,7 @@ final class LayerGradientTests: XCTestCase {
         checkConv3x3BothPaths(3, 4, stride: 1, input: [2, 3, 5, 6], seed: 1)
         checkConv3x3BothPaths(2, 3, stride: 1, input: [3, 2, 7, 4], seed: 2)   // odd height: partial tiles
         checkConv3x3BothPaths(2, 2, stride: 1, input: [2, 2, 5, 16], seed: 4)  // F(4×4, 3×3)'s packed rows
+        checkConv3x3BothPaths(2, 2, stride: 1, input: [9, 2, 5, 8], seed: 5)   // its octets of 8-wide planes
     }
 
     func testDirectConv3x3KernelsMatchFloat64Reference() {
@@ -71,10 +72,13 @@ final class LayerGradientTests: XCTestCase {
         // (partial tiles), rows wider than one 16-tile vector (33, 180), a block holding parts of
         // two images (5×6), tiny planes (1×1), several weight-gradient groups, and the planes
         // 16 and 32 wide whose rows F(4×4, 3×3) packs two or four tile rows to a vector, with
-        // heights that end in a partial tile.
+        // heights that end in a partial tile, and 8-wide planes, which it takes eight images to a
+        // vector: batches that end in a partial octet, span two weight-gradient groups, or hold
+        // one image, planes one row high.
         let shapes: [(n: Int, c: Int, k: Int, h: Int, w: Int, s: Int)] = [
             (2, 3, 5, 5, 6, 1), (1, 9, 12, 1, 1, 1), (2, 4, 3, 7, 33, 1), (3, 1, 2, 180, 180, 1), (2, 16, 16, 8, 8, 1),
             (3, 5, 17, 9, 16, 1), (2, 18, 3, 6, 32, 1), (2, 2, 3, 1, 16, 1),
+            (9, 5, 3, 5, 8, 1), (17, 3, 2, 9, 8, 1), (1, 4, 9, 1, 8, 1),
             (2, 3, 5, 8, 8, 2), (2, 4, 7, 7, 9, 2), (1, 2, 3, 1, 1, 2), (3, 1, 2, 130, 131, 2),
         ]
         let saved = Self.savedConvSettings()
@@ -175,9 +179,8 @@ final class LayerGradientTests: XCTestCase {
         // Images split over threads, weight-gradient groups summed in order: 1, 2 and 3 threads
         // give the same bits, for the direct kernels and for Winograd (the shape spans several
         // weight-gradient groups of both).
-        let x = GradCheck.randomTensor([7, 24, 32, 32], seed: 41)
+        // 8-wide planes go to F(4×4, 3×3) in octets of images, whose groups differ.
         let w = GradCheck.randomTensor([24, 24, 3, 3], seed: 42, scale: 0.1)
-        let dy = GradCheck.randomTensor([7, 24, 32, 32], seed: 43)
         let saved = (BLAS.threads, Self.savedConvSettings())
         Conv2d.directConvolution = true
         defer {
@@ -186,7 +189,10 @@ final class LayerGradientTests: XCTestCase {
         }
         XCTAssertGreaterThan(7 / Conv2d.winogradGroup(cin: 24, cout: 24, h: 32, w: 32), 2)
         XCTAssertGreaterThan(7 / Conv2d.winogradGroup(cin: 24, cout: 24, h: 32, w: 32, tile: 4), 2)
-        for tile in [0, 2, 4] {
+        XCTAssertGreaterThanOrEqual(40 / Conv2d.winogradGroup(cin: 24, cout: 24, h: 8, w: 8, tile: 4), 2)
+        for (tile, n, side) in [(0, 7, 32), (2, 7, 32), (4, 7, 32), (4, 40, 8)] {
+            let x = GradCheck.randomTensor([n, 24, side, side], seed: 41)
+            let dy = GradCheck.randomTensor([n, 24, side, side], seed: 43)
             Conv2d.useWinograd(tile != 0, tile: tile)
             var results: [[[Float]]] = []
             for threads in [1, 2, 3] {
@@ -195,7 +201,7 @@ final class LayerGradientTests: XCTestCase {
             }
             for r in results.dropFirst() {
                 for (i, name) in ["y", "dx", "dw"].enumerated() {
-                    XCTAssertTrue(r[i] == results[0][i], "Winograd tile \(tile) \(name) differs between thread counts")
+                    XCTAssertTrue(r[i] == results[0][i], "Winograd tile \(tile) \(side)×\(side) \(name) differs between thread counts")
                 }
             }
             XCTAssertNotEqual(results[0][2].max(), 0.25)  // the gradient was accumulated

@@ -90,9 +90,9 @@ public final class Conv2d: Layer {
         h % 2 == 0 && w % 2 == 0 && (h / 2) * (w / 2) % 16 == 0
     }
 
-    /// Planes where F(4×4, 3×3) pays: 16 or 32 wide, whose rows its row passes take whole
-    /// (four or two tile rows to a vector), any height.
-    public static func winograd4Plane(h: Int, w: Int) -> Bool { w == 16 || w == 32 }
+    /// Planes where F(4×4, 3×3) pays: 8, 16 or 32 wide, whose rows its row passes take whole
+    /// (the same row of eight images, or four or two tile rows of one, to a vector), any height.
+    public static func winograd4Plane(h: Int, w: Int) -> Bool { w == 8 || w == 16 || w == 32 }
 
     /// True when this layer's output and input gradient run on Winograd F(2×2, 3×3) for inputs
     /// whose planes pass `winogradPlane` (unless F(4×4, 3×3) takes them).
