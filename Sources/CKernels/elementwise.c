@@ -31,84 +31,102 @@ CLONES void tk_add_relu(const float *a, const float *b, float *out, long n) {
 
 enum { LANES = 16 };
 
-/* Lane j sums elements j, j+16, j+32, …; lanes are then added in order 0…15. */
+/* Lane j sums elements j, j+16, j+32, … in double; lanes are then added in order 0…15. Written
+ * with vector types (two vectors of 8 doubles per 16 lanes): the same arithmetic as the scalar
+ * loop it stands for, which the compiler would not vectorize. */
+typedef float f16 __attribute__((vector_size(64), aligned(4)));
+typedef double d8 __attribute__((vector_size(64)));
+typedef int i16 __attribute__((vector_size(64)));
+#define INLINE static inline __attribute__((always_inline))
+#define LD16(p) (*(const f16 *)(p))
+
+/* (Macros, not functions: vectors never pass through a call, whose ABI differs between clones.) */
+#define lo8(v) __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), d8)
+#define hi8(v) __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), d8)
+
+/* Lanes 0…15 of (a, b) added in order. */
+INLINE double lanes_sum(const double *a, const double *b) {
+    double r = 0;
+    for (int j = 0; j < 8; j++) r += a[j];
+    for (int j = 0; j < 8; j++) r += b[j];
+    return r;
+}
+#define LANES_SUM(a, b) lanes_sum((const double *)&(a), (const double *)&(b))
+
 CLONES void tk_sums(const float *x, long n, double sums[2]) {
-    double s1[LANES] = {0}, s2[LANES] = {0};
+    d8 a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0};
     long i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            double v = x[i + j];
-            s1[j] += v;
-            s2[j] += v * v;
-        }
-    double r1 = 0, r2 = 0;
-    for (int j = 0; j < LANES; j++) { r1 += s1[j]; r2 += s2[j]; }
+    for (; i + LANES <= n; i += LANES) {
+        f16 v = LD16(x + i);
+        d8 lo = lo8(v), hi = hi8(v);
+        a1 += lo; b1 += hi;
+        a2 += lo * lo; b2 += hi * hi;
+    }
+    double r1 = LANES_SUM(a1, b1), r2 = LANES_SUM(a2, b2);
     for (; i < n; i++) { double v = x[i]; r1 += v; r2 += v * v; }
     sums[0] = r1; sums[1] = r2;
 }
 
-CLONES void tk_dot_sums(const float *a, const float *b, long n, double sums[2]) {
-    double s1[LANES] = {0}, s2[LANES] = {0};
-    long i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            double va = a[i + j];
-            s1[j] += va;
-            s2[j] += va * (double)b[i + j];
-        }
-    double r1 = 0, r2 = 0;
-    for (int j = 0; j < LANES; j++) { r1 += s1[j]; r2 += s2[j]; }
-    for (; i < n; i++) { double va = a[i]; r1 += va; r2 += va * (double)b[i]; }
-    sums[0] = r1; sums[1] = r2;
-}
+/* Batch norm keeps no normalized copy of its input: backward recomputes h = ((x − hi) − lo)·s
+ * with the forward's arithmetic, so h, the ReLU mask and every result are the bits a stored
+ * copy would give. */
+#define H(i) (((x[i] - hi) - lo) * s)
 
-CLONES void tk_dot_sums_relu(const float *dy, const float *h, long n, float g, float beta, double sums[2]) {
-    double s1[LANES] = {0}, s2[LANES] = {0};
-    long i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            float hv = h[i + j], yv = g * hv + beta;
-            double d = yv > 0 ? dy[i + j] : 0;
-            s1[j] += d;
-            s2[j] += d * (double)hv;
-        }
-    double r1 = 0, r2 = 0;
-    for (int j = 0; j < LANES; j++) { r1 += s1[j]; r2 += s2[j]; }
-    for (; i < n; i++) {
-        float hv = h[i], yv = g * hv + beta;
-        double d = yv > 0 ? dy[i] : 0;
-        r1 += d; r2 += d * (double)hv;
-    }
-    sums[0] = r1; sums[1] = r2;
-}
-
-CLONES void tk_normalize(const float *x, float *h, float *y, long n, float hi, float lo, float s, float g, float b,
-                         int relu) {
-    if (relu) {
-        for (long i = 0; i < n; i++) {
-            float hv = ((x[i] - hi) - lo) * s;
-            float yv = g * hv + b;
-            h[i] = hv;
-            y[i] = yv > 0 ? yv : 0;
-        }
+CLONES void tk_bn_forward(const float *x, const float *r, float *y, long n, float hi, float lo, float s, float g,
+                          float b, int relu) {
+    if (r && relu) {
+        for (long i = 0; i < n; i++) { float v = (g * H(i) + b) + r[i]; y[i] = v > 0 ? v : 0; }
+    } else if (r) {
+        for (long i = 0; i < n; i++) y[i] = (g * H(i) + b) + r[i];
+    } else if (relu) {
+        for (long i = 0; i < n; i++) { float v = g * H(i) + b; y[i] = v > 0 ? v : 0; }
     } else {
-        for (long i = 0; i < n; i++) {
-            float hv = ((x[i] - hi) - lo) * s;
-            h[i] = hv;
-            y[i] = g * hv + b;
-        }
+        for (long i = 0; i < n; i++) y[i] = g * H(i) + b;
     }
 }
 
-CLONES void tk_bn_backward(const float *dy, const float *h, float *dx, long n, float s, float a, float c) {
-    for (long i = 0; i < n; i++) dx[i] = s * ((dy[i] - a) - h[i] * c);
+/* dy where the output was kept by its ReLU: mask 1 recomputes g·h + b > 0, mask 2 reads y > 0. */
+#define D(i) (mask == 0 ? dy[i] : mask == 1 ? (g * H(i) + b > 0 ? dy[i] : 0) : (y[i] > 0 ? dy[i] : 0))
+
+/* Vectors of 16 floats pass only inside one function here. */
+INLINE void bn_sums(const float *dy, const float *x, const float *y, long n, float hi, float lo, float s, float g,
+                    float b, const int mask, double sums[2]) {
+    d8 a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0};
+    long i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        f16 h = ((LD16(x + i) - hi) - lo) * s, d = LD16(dy + i);
+        if (mask == 1) d = (f16)((i16)d & (g * h + b > 0));
+        if (mask == 2) d = (f16)((i16)d & (LD16(y + i) > 0));
+        d8 dl = lo8(d), dh = hi8(d);
+        a1 += dl; b1 += dh;
+        a2 += dl * lo8(h); b2 += dh * hi8(h);
+    }
+    double r1 = LANES_SUM(a1, b1), r2 = LANES_SUM(a2, b2);
+    for (; i < n; i++) { double d = D(i); r1 += d; r2 += d * (double)H(i); }
+    sums[0] = r1; sums[1] = r2;
 }
 
-CLONES void tk_bn_backward_relu(const float *dy, const float *h, float *dx, long n, float s, float a, float c,
-                                float g, float beta) {
-    for (long i = 0; i < n; i++) {
-        float hv = h[i], yv = g * hv + beta;
-        float d = yv > 0 ? dy[i] : 0;
-        dx[i] = s * ((d - a) - hv * c);
-    }
+CLONES void tk_bn_backward_sums(const float *dy, const float *x, const float *y, long n, float hi, float lo, float s,
+                                float g, float b, int mask, double sums[2]) {
+    if (mask == 2) bn_sums(dy, x, y, n, hi, lo, s, g, b, 2, sums);
+    else if (mask == 1) bn_sums(dy, x, y, n, hi, lo, s, g, b, 1, sums);
+    else bn_sums(dy, x, y, n, hi, lo, s, g, b, 0, sums);
+}
+
+static inline __attribute__((always_inline)) void bn_dx(const float *dy, const float *x, const float *y, float *dx,
+                                                         long n, float hi, float lo, float s, float g, float b,
+                                                         const int mask, float k, float a, float c) {
+    for (long i = 0; i < n; i++) dx[i] = k * ((D(i) - a) - H(i) * c);
+}
+
+CLONES void tk_bn_backward_dx(const float *dy, const float *x, const float *y, float *dx, long n, float hi, float lo,
+                              float s, float g, float b, int mask, float k, float a, float c) {
+    if (mask == 2) bn_dx(dy, x, y, dx, n, hi, lo, s, g, b, 2, k, a, c);
+    else if (mask == 1) bn_dx(dy, x, y, dx, n, hi, lo, s, g, b, 1, k, a, c);
+    else bn_dx(dy, x, y, dx, n, hi, lo, s, g, b, 0, k, a, c);
+}
+
+/* g += y > 0 ? dy : 0 */
+CLONES void tk_add_relu_backward(float *g, const float *dy, const float *y, long n) {
+    for (long i = 0; i < n; i++) g[i] += y[i] > 0 ? dy[i] : 0;
 }

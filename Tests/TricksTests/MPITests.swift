@@ -64,7 +64,11 @@ final class MPITests: XCTestCase {
 
     func testWorldSizeInvarianceWithSyncBN() throws {
         let d = try tempDir()
-        let base = try setUpRun(d) + ["--no-shuffle", "--augment", "none"]
+        // 20 steps amplify rounding differences through the near-zero batch-norm biases; the
+        // direct kernels' (1e-7 of a conv's output) stay within the tolerance, Winograd
+        // F(4×4, 3×3)'s (1e-6, on these 8×8 planes) would not, so it is off here and covered at
+        // one step by testWorldSizeInvarianceOnWinograd.
+        let base = try setUpRun(d) + ["--no-shuffle", "--augment", "none", "--winograd4-min-channels", "100000"]
         var r = try Self.run(np: 1, base + ["--bn", "sync", "--out", d + "/np1"])
         XCTAssertEqual(r.status, 0, r.err)
         for np in [2, 4, 8] {
@@ -83,8 +87,9 @@ final class MPITests: XCTestCase {
     }
 
     func testWorldSizeInvarianceOnWinograd() throws {
-        // 16×16 images: every stride-1 3×3 layer of stage 1 (16×16 planes) through Winograd
-        // F(4×4, 3×3), of stage 2 (8×8) through F(2×2, 3×3). One step (forward, backward, the
+        // 16×16 images: every stride-1 3×3 layer of stages 1 and 2 (16×16 and 8×8 planes, the
+        // latter eight images to a vector, an octet part-filled at np 8) through Winograd
+        // F(4×4, 3×3). One step (forward, backward, the
         // all-reduced gradient, the update) on 1, 2, 4 and 8 ranks agrees to rounding (measured
         // ≤ 1.3e-7 relative per tensor; a wrong transform or a mis-summed gradient group is
         // ≥ 1e-3), and with the direct kernels within F(4×4, 3×3)'s rounding as the batch-norm

@@ -32,6 +32,12 @@ void tk_conv3x3_forward(const float *x, int n, int cin, int h, int w, int stride
 void tk_conv3x3_backward_data(const float *dy, int n, int cin, int h, int w,
                               const float *weight, int cout, float *dx, float *scratch);
 
+/* The input gradient of a stride-2 layer: dx (n, cin, h, w) from dy (n, cout, ⌈h/2⌉, ⌈w/2⌉),
+ * h and w the layer's input size; overwrites dx; scratch of tk_conv3x3_scratch(n, cin, cout, h,
+ * w, 2) floats. */
+void tk_conv3x3_backward_data_s2(const float *dy, int n, int cin, int h, int w, const float *weight, int cout,
+                                 float *dx, float *scratch);
+
 /* dweight (cout, cin, 3, 3) += Σ over images and pixels of dy (n, cout, oh, ow) ⊗ x (n, cin, h, w). */
 void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w, int stride,
                                 int cout, float *dweight, float *scratch);
@@ -110,17 +116,19 @@ void tk_add(const float *a, const float *b, float *out, long n);
 void tk_add_relu(const float *a, const float *b, float *out, long n);
 /* sums[0] = Σx, sums[1] = Σx², accumulated in double */
 void tk_sums(const float *x, long n, double sums[2]);
-/* sums[0] = Σa, sums[1] = Σa·b, accumulated in double */
-void tk_dot_sums(const float *a, const float *b, long n, double sums[2]);
-/* Like tk_dot_sums with a = (g·b + beta > 0 ? dy : 0): the gradient through a ReLU that
- * followed y = g·h + beta, with the mask recomputed from h exactly as tk_normalize made it. */
-void tk_dot_sums_relu(const float *dy, const float *h, long n, float g, float beta, double sums[2]);
-/* h = ((x − hi) − lo)·s; y = g·h + b, then max(y, 0) when relu is nonzero */
-void tk_normalize(const float *x, float *h, float *y, long n, float hi, float lo, float s, float g, float b, int relu);
-/* dx = s·(dy − a − h·c) */
-void tk_bn_backward(const float *dy, const float *h, float *dx, long n, float s, float a, float c);
-/* The same with dy first masked by the ReLU after y = g·h + beta (see tk_dot_sums_relu). */
-void tk_bn_backward_relu(const float *dy, const float *h, float *dx, long n, float s, float a, float c,
-                         float g, float beta);
+/* Batch norm over one channel's run of n values x, with h = ((x − hi) − lo)·s (the mean split
+ * into two floats, s = 1/σ): y = g·h + b, plus r when r is not NULL, then max(·, 0) when relu. */
+void tk_bn_forward(const float *x, const float *r, float *y, long n, float hi, float lo, float s, float g, float b,
+                   int relu);
+/* Backward through it, from x again (h recomputed bit for bit): with d = dy (mask 0), dy where
+ * g·h + b > 0 (mask 1: the ReLU of a run without r), or dy where y > 0 (mask 2: y the forward's
+ * output), sums[0] = Σd and sums[1] = Σd·h accumulated in double; y is read only for mask 2. */
+void tk_bn_backward_sums(const float *dy, const float *x, const float *y, long n, float hi, float lo, float s,
+                         float g, float b, int mask, double sums[2]);
+/* dx = k·((d − a) − h·c), d and h as in tk_bn_backward_sums. */
+void tk_bn_backward_dx(const float *dy, const float *x, const float *y, float *dx, long n, float hi, float lo,
+                       float s, float g, float b, int mask, float k, float a, float c);
+/* g += y > 0 ? dy : 0: the gradient of a ReLU'd sum added into one of its terms' gradients. */
+void tk_add_relu_backward(float *g, const float *dy, const float *y, long n);
 
 #endif

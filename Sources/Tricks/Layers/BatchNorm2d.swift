@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Batch normalization over NCHW with PyTorch's semantics, optionally synchronized.
@@ -34,10 +35,14 @@ public final class BatchNorm2d: Layer {
 
     private let y = Tensor(shape: [0])
     private let dx = Tensor(shape: [0])
-    private let xhat = Tensor(shape: [0])            // (N, C, H, W) normalized input
+    /// The forward's input, read again by backward (which recomputes x̂ from it rather than
+    /// keeping a normalized copy): it must not change between the two.
+    private var input: Tensor?
+    private let mean: UnsafeMutablePointer<Double>    // (C) the mean the forward subtracted
     private let invStd: UnsafeMutablePointer<Double>  // (C)
     private let stats: UnsafeMutablePointer<Double>   // [Σ·(C), Σ·(C), n] exchange buffer
     private var lastMode = Mode.training
+    private var lastResidual = false
     private var globalCount = 0.0
 
     public init(_ name: String, _ channels: Int, eps: Double = 1e-5, momentum: Double = 0.1) {
@@ -51,13 +56,14 @@ public final class BatchNorm2d: Layer {
         runningMean = .allocate(capacity: channels); runningMean.initialize(repeating: 0, count: channels)
         runningVar = .allocate(capacity: channels); runningVar.initialize(repeating: 1, count: channels)
         numBatchesTracked = .allocate(capacity: 1); numBatchesTracked.initialize(to: 0)
+        mean = .allocate(capacity: channels); mean.initialize(repeating: 0, count: channels)
         invStd = .allocate(capacity: channels); invStd.initialize(repeating: 0, count: channels)
         stats = .allocate(capacity: 2 * channels + 1); stats.initialize(repeating: 0, count: 2 * channels + 1)
     }
 
     deinit {
         runningMean.deallocate(); runningVar.deallocate(); numBatchesTracked.deallocate()
-        invStd.deallocate(); stats.deallocate()
+        mean.deallocate(); invStd.deallocate(); stats.deallocate()
     }
 
     public var parameters: [Parameter] { [weight, bias] }
@@ -73,23 +79,37 @@ public final class BatchNorm2d: Layer {
     private var isSynced: Bool { (group?.size ?? 1) > 1 }
 
     /// x: `(N, C, H, W)` → y of the same shape.
-    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor { forward(x, residual: nil, mode: mode) }
+
+    /// `bn(x) + residual`, then the ReLU when `fusedReLU` (a residual block's output in one pass).
+    /// Backward then returns the gradient for x; the residual's own is `dy` where `output > 0`
+    /// (with the ReLU) or `dy` itself.
+    public func forward(_ x: Tensor, residual: Tensor?, mode: Mode) -> Tensor {
         precondition(x.shape.count == 4 && x.shape[1] == channels, "\(name): expected (N, \(channels), H, W), got \(x.shape)")
+        precondition(residual == nil || residual!.shape == x.shape,
+                     "\(name): residual \(residual!.shape) does not match input \(x.shape)")
         let N = x.shape[0], C = channels, P = x.shape[2] * x.shape[3]
-        y.resize(x.shape); xhat.resize(x.shape)
+        y.resize(x.shape)
+        input = x
         lastMode = mode
-        let xp = x.data, yp = y.data, hp = xhat.data
+        lastResidual = residual != nil
+        let xp = x.data, yp = y.data, rp = residual.map { UnsafePointer($0.data) }
         let gamma = weight.value, beta = bias.value
+        let relu: Int32 = fusedReLU ? 1 : 0
+        /// Normalizes channel c with mean[c] and invStd[c].
+        func normalize(_ c: Int) {
+            let m = mean[c], hi = Float(m), lo = Float(m - Double(hi)), s = Float(invStd[c]), g = gamma[c], b = beta[c]
+            for n in 0..<N {
+                let o = (n * C + c) * P
+                tk_bn_forward(xp + o, rp.map { $0 + o }, yp + o, P, hi, lo, s, g, b, relu)
+            }
+        }
         if mode == .inference {
             Parallel.ranges(C, cost: N * P) { c0, c1 in
                 for c in c0..<c1 {
-                    let istd = 1 / (Double(runningVar[c]) + eps).squareRoot()
-                    invStd[c] = istd
-                    let m = Double(runningMean[c]), s = Float(istd), g = gamma[c], b = beta[c]
-                    for n in 0..<N {
-                        let o = (n * C + c) * P
-                        normalize(xp + o, hp + o, yp + o, P, m, s, g, b)
-                    }
+                    mean[c] = Double(runningMean[c])
+                    invStd[c] = 1 / (Double(runningVar[c]) + eps).squareRoot()
+                    normalize(c)
                 }
             }
             return y
@@ -106,17 +126,13 @@ public final class BatchNorm2d: Layer {
         }
         /// Normalizes channel c with the statistics in `stats` and moves its running statistics.
         func apply(_ c: Int, _ count: Double) {
-            let mean = st[c] / count
-            let variance = max(st[C + c] / count - mean * mean, 0)
-            let istd = 1 / (variance + eps).squareRoot()
-            invStd[c] = istd
-            let s = Float(istd), g = gamma[c], b = beta[c]
-            for n in 0..<N {
-                let o = (n * C + c) * P
-                normalize(xp + o, hp + o, yp + o, P, mean, s, g, b)
-            }
+            let m = st[c] / count
+            let variance = max(st[C + c] / count - m * m, 0)
+            mean[c] = m
+            invStd[c] = 1 / (variance + eps).squareRoot()
+            normalize(c)
             let unbiased = count > 1 ? variance * count / (count - 1) : variance
-            runningMean[c] = Float((1 - momentum) * Double(runningMean[c]) + momentum * mean)
+            runningMean[c] = Float((1 - momentum) * Double(runningMean[c]) + momentum * m)
             runningVar[c] = Float((1 - momentum) * Double(runningVar[c]) + momentum * unbiased)
         }
         let count: Double
@@ -140,59 +156,64 @@ public final class BatchNorm2d: Layer {
         return y
     }
 
-    @inline(__always)
-    private func normalize(_ x: UnsafePointer<Float>, _ h: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                           _ n: Int, _ m: Double, _ s: Float, _ g: Float, _ b: Float) {
-        if fusedReLU { Vec.normalizeReLU(x, h, y, n, mean: m, scale: s, gamma: g, beta: b) }
-        else { Vec.normalize(x, h, y, n, mean: m, scale: s, gamma: g, beta: b) }
-    }
+    /// The last forward's output (the mask of the ReLU when `fusedReLU`).
+    public var output: Tensor { y }
 
-    /// dy: `(N, C, H, W)` → dx; adds into γ and β gradients. With the fused ReLU the mask
-    /// is recomputed from x̂ inside both passes rather than applied in a pass of its own.
+    /// dy: `(N, C, H, W)` → dx; adds into γ and β gradients. x̂ is recomputed from the forward's
+    /// input, and with the fused ReLU its mask from x̂ (or, after a residual, from the output)
+    /// inside both passes rather than applied in a pass of its own.
     public func backward(_ dyIn: Tensor) -> Tensor {
+        guard let x = input else { fatalError("\(name): backward before forward") }
+        precondition(dyIn.shape == x.shape, "\(name): gradient \(dyIn.shape) does not match input \(x.shape)")
         let N = dyIn.shape[0], C = channels, P = dyIn.shape[2] * dyIn.shape[3]
         dx.resize(dyIn.shape)
-        let dyp = dyIn.data, hp = xhat.data, dxp = dx.data
+        let dyp = dyIn.data, xp = x.data, yp = y.data, dxp = dx.data
         let gamma = weight.value, beta = bias.value
+        let mask: Int32 = !fusedReLU ? 0 : lastResidual ? 2 : 1
         let st = stats
-        Parallel.ranges(C, cost: N * P) { c0, c1 in
-            for c in c0..<c1 {
-                var s1 = 0.0, s2 = 0.0
-                for n in 0..<N {
-                    let o = (n * C + c) * P
-                    let (a, b) = fusedReLU ? Vec.dotSumsReLU(dyp + o, hp + o, P, gamma: gamma[c], beta: beta[c])
-                                           : Vec.dotSums(dyp + o, hp + o, P)
-                    s1 += a; s2 += b
-                }
-                st[c] = s1; st[C + c] = s2
-                weight.grad[c] += Float(s2)
-                bias.grad[c] += Float(s1)
-            }
-        }
-        if lastMode == .training && isSynced {
-            st[2 * C] = 0
-            group!.allreduceSum(UnsafeMutableBufferPointer(start: st, count: 2 * C))
-        }
-        Parallel.ranges(C, cost: N * P) { c0, c1 in
-            for c in c0..<c1 {
-                let s = Float(Double(gamma[c]) * invStd[c])
-                // Training: dx = γ·σ⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), sums and n over the whole group.
-                // Inference: the statistics are constants, dx = γ·σ⁻¹·dy.
-                var mdy: Float = 0, mdyx: Float = 0
-                if lastMode == .training {
-                    let count = max(globalCount, 1)
-                    mdy = Float(st[c] / count); mdyx = Float(st[C + c] / count)
-                }
-                for n in 0..<N {
-                    let o = (n * C + c) * P
-                    if fusedReLU {
-                        Vec.bnBackwardReLU(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: mdy, meanDyH: mdyx,
-                                           gamma: gamma[c], beta: beta[c])
-                    } else {
-                        Vec.bnBackward(dyp + o, hp + o, dxp + o, P, scale: s, meanDy: mdy, meanDyH: mdyx)
+        let training = lastMode == .training
+        /// Σdy and Σdy·x̂ of channel c into `stats` and the γ, β gradients.
+        func sums(_ c: Int) {
+            let m = mean[c], hi = Float(m), lo = Float(m - Double(hi)), s = Float(invStd[c])
+            var s1 = 0.0, s2 = 0.0
+            for n in 0..<N {
+                let o = (n * C + c) * P
+                var pair = (0.0, 0.0)
+                withUnsafeMutablePointer(to: &pair) {
+                    $0.withMemoryRebound(to: Double.self, capacity: 2) {
+                        tk_bn_backward_sums(dyp + o, xp + o, yp + o, P, hi, lo, s, gamma[c], beta[c], mask, $0)
                     }
                 }
+                s1 += pair.0; s2 += pair.1
             }
+            st[c] = s1; st[C + c] = s2
+            weight.grad[c] += Float(s2)
+            bias.grad[c] += Float(s1)
+        }
+        /// dx of channel c from the sums in `stats`.
+        /// Training: dx = γ·σ⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), sums and n over the whole group.
+        /// Inference: the statistics are constants, dx = γ·σ⁻¹·dy.
+        func apply(_ c: Int) {
+            let m = mean[c], hi = Float(m), lo = Float(m - Double(hi)), s = Float(invStd[c])
+            let k = Float(Double(gamma[c]) * invStd[c])
+            var mdy: Float = 0, mdyx: Float = 0
+            if training {
+                let count = max(globalCount, 1)
+                mdy = Float(st[c] / count); mdyx = Float(st[C + c] / count)
+            }
+            for n in 0..<N {
+                let o = (n * C + c) * P
+                tk_bn_backward_dx(dyp + o, xp + o, yp + o, dxp + o, P, hi, lo, s, gamma[c], beta[c], mask, k, mdy, mdyx)
+            }
+        }
+        if training && isSynced {
+            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c) } }
+            st[2 * C] = 0
+            group!.allreduceSum(UnsafeMutableBufferPointer(start: st, count: 2 * C))
+            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { apply(c) } }
+        } else {
+            // Local sums: each channel's dx right after its sums, while its data is still in cache.
+            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c); apply(c) } }
         }
         return dx
     }

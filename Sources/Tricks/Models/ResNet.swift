@@ -7,7 +7,6 @@ public final class BasicBlock: Layer {
     public let conv1: Conv2d, bn1: BatchNorm2d
     public let conv2: Conv2d, bn2: BatchNorm2d
     public let downsample: (conv: Conv2d, bn: BatchNorm2d)?
-    private let out = Tensor(shape: [0])       // relu(bn2 + shortcut), (N, Cout, H', W')
     private let dsum = Tensor(shape: [0])
     private var input: Tensor?
     var profiler: StepProfiler?
@@ -18,6 +17,7 @@ public final class BasicBlock: Layer {
         bn1.fusedReLU = true
         conv2 = Conv2d(name + ".conv2", cout, cout, kernel: 3, stride: 1, padding: 1, workspace: ws)
         bn2 = BatchNorm2d(name + ".bn2", cout)
+        bn2.fusedReLU = true   // with the shortcut added: the block's output
         downsample = (stride != 1 || cin != cout)
             ? (Conv2d(name + ".downsample.0", cin, cout, kernel: 1, stride: stride, workspace: ws),
                BatchNorm2d(name + ".downsample.1", cout))
@@ -36,26 +36,25 @@ public final class BasicBlock: Layer {
         let p = profiler
         input = x
         let c1 = conv1.fwd(x, mode, p), r1 = bn1.fwd(c1, mode, p)     // BN + ReLU
-        let c2 = conv2.fwd(r1, mode, p), a = bn2.fwd(c2, mode, p)
+        let c2 = conv2.fwd(r1, mode, p)
         var s = x
         if let (dc, db) = downsample { s = db.fwd(dc.fwd(x, mode, p), mode, p) }
-        out.resize(a.shape)
-        Vec.addReLU(a.data, s.data, out.data, a.count)
-        return out
+        return bn2.fwd(c2, residual: s, mode, p)                        // BN + shortcut + ReLU
     }
 
     public func backward(_ dy: Tensor) -> Tensor {
-        let p = profiler, x = input!
-        dsum.resize(dy.shape)
-        Vec.reluBackward(dy.data, out.data, dsum.data, dy.count)
-        let d = dsum
-        var g = bn2.bwd(d, out, p)
+        let p = profiler, x = input!, out = bn2.output
+        var g = bn2.bwd(dy, out, p)                                     // through the ReLU and BN
         g = conv2.bwd(g, out, p)
         g = bn1.bwd(g, out, p)
         g = conv1.bwd(g, x, p)
-        var s = d
-        if let (dc, db) = downsample { s = dc.bwd(db.bwd(d, out, p), x, p) }
-        Vec.addInPlace(g.data, s.data, g.count)
+        if let (dc, db) = downsample {
+            dsum.resize(dy.shape)
+            Vec.reluBackward(dy.data, out.data, dsum.data, dy.count)    // the shortcut's share
+            Vec.addInPlace(g.data, dc.bwd(db.bwd(dsum, out, p), x, p).data, g.count)
+        } else {
+            Vec.addReLUBackward(g.data, dy.data, out.data, g.count)
+        }
         return g
     }
 }

@@ -57,3 +57,13 @@ extension Layer {
         return p.measure(k + " bwd", flops: 2 * f) { backward(dy) }
     }
 }
+
+extension BatchNorm2d {
+    /// `forward` with a residual added (and the ReLU), timed like `fwd`.
+    @inline(__always)
+    func fwd(_ x: Tensor, residual: Tensor, _ mode: Mode, _ p: StepProfiler?) -> Tensor {
+        guard let p else { return forward(x, residual: residual, mode: mode) }
+        let (k, _) = describe(self, x)
+        return p.measure(k + " fwd") { forward(x, residual: residual, mode: mode) }
+    }
+}
