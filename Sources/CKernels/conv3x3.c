@@ -40,12 +40,13 @@ typedef struct {
     size_t plane;      /* floats per channel (all phases) */
     size_t quarter;    /* floats per phase (stride 2) */
     size_t len;        /* h·wp: output positions in padded-pitch coordinates */
+    int taps;          /* 9; fewer for the phases of a stride-2 input gradient */
     int offs[9];       /* tap (dy, dx) → offset from an output position */
 } geom;
 
 static geom make_geom(int ih, int iw, int stride) {
     geom g;
-    g.ih = ih; g.iw = iw; g.stride = stride;
+    g.ih = ih; g.iw = iw; g.stride = stride; g.taps = 9;
     if (stride == 1) {
         g.h = ih; g.w = iw; g.wp = iw + 2;
         g.plane = (size_t)(ih + 2) * (size_t)(iw + 2);
@@ -93,9 +94,28 @@ static size_t wgrad_scratch(int n, int cin, int cout, geom g) {
     return group * wgrad_image_floats(cin, cout, g) + SLACK;
 }
 
+/* The stride-2 input gradient's geometry: dy's planes (oh×ow) with a zero last row and column. */
+static geom s2_geom(int h, int w) {
+    geom g;
+    memset(&g, 0, sizeof g);
+    g.h = g.ih = (h - 1) / 2 + 1; g.w = g.iw = (w - 1) / 2 + 1; g.wp = g.w + 1; g.stride = 1;
+    g.plane = g.quarter = (size_t)(g.h + 1) * g.wp;
+    g.len = (size_t)g.h * g.wp;
+    return g;
+}
+
+/* Its floats: the four phases' packed weights (9 taps in all), dy's planes, one block's output. */
+static size_t s2_input_grad_scratch(int cin, int cout, geom g) {
+    return 9 * round_up((size_t)cin, KB) * (size_t)cout + (size_t)cout * g.plane + SLACK + KB * round_up(g.len, PB);
+}
+
 size_t tk_conv3x3_scratch(int n, int cin, int cout, int h, int w, int stride) {
     geom g = make_geom(h, w, stride);
     size_t a = direct_scratch(cin, cout, g), b = direct_scratch(cout, cin, g), c = wgrad_scratch(n, cin, cout, g);
+    if (stride == 2) {
+        size_t d = s2_input_grad_scratch(cin, cout, s2_geom(h, w));
+        b = b > d ? b : d;
+    }
     size_t m = a > b ? a : b;
     return m > c ? m : c;
 }
@@ -149,8 +169,8 @@ PORTABLE static void block_portable(const float *planes, int cin, geom g, const 
         memset(acc, 0, sizeof acc);
         for (int i = 0; i < cin; i++) {
             const float *src = planes + (size_t)i * g.plane + p0;
-            const float *wi = wb + (size_t)i * 9 * KB;
-            for (int t = 0; t < 9; t++) {
+            const float *wi = wb + (size_t)i * g.taps * KB;
+            for (int t = 0; t < g.taps; t++) {
                 const float *s = src + g.offs[t];
                 for (int j = 0; j < KB; j++) {
                     float wv = wi[t * KB + j];
@@ -163,17 +183,18 @@ PORTABLE static void block_portable(const float *planes, int cin, geom g, const 
 }
 
 #if defined(__x86_64__)
-/* 8 output channels × nv vectors of 16 positions from p0; nv is a constant after inlining. */
+/* 8 output channels × nv vectors of 16 positions from p0, over `taps` taps; nv and taps are
+ * constants after inlining. */
 __attribute__((target("avx512f"), always_inline))
 static inline void tile_avx512(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr,
-                               size_t p0, int nv) {
+                               size_t p0, int nv, const int taps) {
     __m512 a[KB][3];
     for (int j = 0; j < KB; j++)
         for (int v = 0; v < nv; v++) a[j][v] = _mm512_setzero_ps();
     for (int i = 0; i < cin; i++) {
         const float *src = planes + (size_t)i * g.plane + p0;
-        const float *wi = wb + (size_t)i * 9 * KB;
-        for (int t = 0; t < 9; t++) {
+        const float *wi = wb + (size_t)i * taps * KB;
+        for (int t = 0; t < taps; t++) {
             const float *s = src + g.offs[t];
             __m512 x[3];
             for (int v = 0; v < nv; v++) x[v] = _mm512_loadu_ps(s + 16 * v);
@@ -189,16 +210,23 @@ static inline void tile_avx512(const float *planes, int cin, geom g, const float
 }
 
 /* Like block_portable, in tiles of 48 positions and a last tile of 16 or 32. */
+#define BLOCK_TAPS(T)                                                                                    \
+    {                                                                                                    \
+        for (size_t p0 = 0; p0 < full; p0 += PB) tile_avx512(planes, cin, g, wb, out, lr, p0, 3, T);     \
+        if (vectors % 3 == 2) tile_avx512(planes, cin, g, wb, out, lr, full, 2, T);                      \
+        if (vectors % 3 == 1) tile_avx512(planes, cin, g, wb, out, lr, full, 1, T);                      \
+    }
 __attribute__((target("avx512f")))
 static void block_avx512(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
     size_t vectors = (g.len + 15) / 16, full = vectors / 3 * 48;
-    for (size_t p0 = 0; p0 < full; p0 += PB) tile_avx512(planes, cin, g, wb, out, lr, p0, 3);
-    switch (vectors % 3) {
-    case 2: tile_avx512(planes, cin, g, wb, out, lr, full, 2); break;
-    case 1: tile_avx512(planes, cin, g, wb, out, lr, full, 1); break;
-    default: break;
+    switch (g.taps) {
+    case 1: BLOCK_TAPS(1) break;
+    case 2: BLOCK_TAPS(2) break;
+    case 4: BLOCK_TAPS(4) break;
+    default: BLOCK_TAPS(9) break;
     }
 }
+#undef BLOCK_TAPS
 #endif
 
 /* y (n, cout, h, w) from x (n, cin, h, w) with packed weights; shared by forward and input gradient. */
@@ -246,6 +274,75 @@ void tk_conv3x3_forward(const float *x, int n, int cin, int h, int w, int stride
 void tk_conv3x3_backward_data(const float *dy, int n, int cin, int h, int w,
                               const float *weight, int cout, float *dx, float *scratch) {
     run_direct(dy, n, cout, h, w, 1, weight, cin, 1, dx, scratch);
+}
+
+/*
+ * Input gradient of a stride-2 layer without unfolding: dx[iy][ix] = Σ W[k][c][ky][kx]·dy[k][oy][ox]
+ * over 2·oy − 1 + ky = iy and 2·ox − 1 + kx = ix. An even iy takes only ky = 1 (oy = iy/2); an odd
+ * one ky = 0 (oy = (iy+1)/2) and ky = 2 (oy = (iy−1)/2); columns likewise. So each of dx's four
+ * phases (row parity p, column parity q) is a stride-1 correlation of dy with 1, 2, 2 or 4 taps,
+ * at offsets 0 or +1 row and column of dy's planes (a zero last row and column stand for the
+ * outputs past the edge), run through the same register-blocked kernel as the forward pass and
+ * written to its rows and columns of dx: the forward pass's multiplies, not 4× as with a
+ * zero-inserted dy, and no unfolded matrix.
+ */
+void tk_conv3x3_backward_data_s2(const float *dy, int n, int cin, int h, int w, const float *weight, int cout,
+                                 float *dx, float *scratch) {
+    geom g = s2_geom(h, w);
+    int blocks = (cin + KB - 1) / KB;
+    size_t kpad = (size_t)blocks * KB, lr = round_up(g.len, PB), ohw = (size_t)g.h * g.w;
+    float *packed = scratch, *planes = packed + 9 * kpad * (size_t)cout, *out = planes + (size_t)cout * g.plane + SLACK;
+    geom ph[4];
+    size_t wofs[4], o = 0;
+    for (int f = 0; f < 4; f++) {
+        int p = f / 2, q = f % 2, t = 0;
+        /* the taps (index, offset in dy) this phase takes along rows and along columns */
+        int rk[2] = {1, 0}, rd[2] = {0, 0}, nr = 1, ck[2] = {1, 0}, cd[2] = {0, 0}, nc = 1;
+        if (p) { rk[0] = 0; rd[0] = 1; rk[1] = 2; rd[1] = 0; nr = 2; }
+        if (q) { ck[0] = 0; cd[0] = 1; ck[1] = 2; cd[1] = 0; nc = 2; }
+        int ky[4], kx[4];
+        ph[f] = g;
+        for (int r = 0; r < nr; r++)
+            for (int c = 0; c < nc; c++) { ky[t] = rk[r]; kx[t] = ck[c]; ph[f].offs[t++] = rd[r] * g.wp + cd[c]; }
+        ph[f].taps = t;
+        wofs[f] = o;
+        /* [block of 8 input channels][output channel k][tap][8] */
+        for (int b = 0; b < blocks; b++)
+            for (int k = 0; k < cout; k++)
+                for (int tt = 0; tt < t; tt++)
+                    for (int j = 0; j < KB; j++) {
+                        int c = b * KB + j;
+                        packed[o + (((size_t)b * cout + k) * t + tt) * KB + j] =
+                            c < cin ? weight[((size_t)k * cin + c) * 9 + ky[tt] * 3 + kx[tt]] : 0;
+                    }
+        o += (size_t)t * kpad * cout;
+    }
+    memset(planes, 0, sizeof(float) * ((size_t)cout * g.plane + SLACK));
+    int avx = tk_conv3x3_uses_avx512();
+    for (int img = 0; img < n; img++) {
+        for (int k = 0; k < cout; k++) {
+            const float *src = dy + ((size_t)img * cout + k) * ohw;
+            for (int r = 0; r < g.h; r++)
+                memcpy(planes + (size_t)k * g.plane + (size_t)r * g.wp, src + (size_t)r * g.w, sizeof(float) * g.w);
+        }
+        for (int f = 0; f < 4; f++) {
+            int p = f / 2, q = f % 2, rows = (h - p + 1) / 2, cols = (w - q + 1) / 2;
+            for (int b = 0; b < blocks; b++) {
+                const float *wb = packed + wofs[f] + (size_t)b * cout * ph[f].taps * KB;
+#if defined(__x86_64__)
+                if (avx) block_avx512(planes, cout, ph[f], wb, out, lr); else
+#endif
+                block_portable(planes, cout, ph[f], wb, out, lr);
+                (void)avx;
+                for (int j = 0; j < KB && b * KB + j < cin; j++) {
+                    float *d = dx + ((size_t)img * cin + b * KB + j) * h * w + (size_t)p * w + q;
+                    const float *s = out + (size_t)j * lr;
+                    for (int a = 0; a < rows; a++)
+                        for (int c = 0; c < cols; c++) d[(size_t)(2 * a) * w + 2 * c] = s[(size_t)a * g.wp + c];
+                }
+            }
+        }
+    }
 }
 
 /* Σ over the group's images of d_k[p]·plane_i[p + off_t] for k = k0 … k0+2 and all taps, added to acc. */

@@ -5,7 +5,8 @@ import Dispatch
 ///
 /// 3×3 padding-1 convolutions (most of a ResNet's FLOPs) run on direct kernels
 /// (`CKernels`: zero-bordered planes, register-blocked FMAs, no unfolded matrix):
-/// output and weight gradient at stride 1 or 2, input gradient at stride 1. Wide stride-1
+/// output, weight gradient and input gradient at stride 1 or 2 (the stride-2 input gradient as
+/// four stride-1 correlations, one per phase of the input). Wide stride-1
 /// layers use Winograd instead: F(4×4, 3×3) from `winograd4MinChannels` channels on planes 16
 /// or 32 wide, F(2×2, 3×3) from `winogradMinChannels` on the other planes where it pays.
 /// Everything else unfolds chunks of images (`im2col`, or a plain channel-major
@@ -55,8 +56,11 @@ public final class Conv2d: Layer {
         Conv2d.directConvolution && kernel == 3 && (stride == 1 || stride == 2) && padding == 1
     }
 
-    /// True when its input gradient does too (stride 1); otherwise that is a GEMM and col2im.
-    public var usesDirectInputGrad: Bool { usesDirectKernel && stride == 1 }
+    /// True when its input gradient does too; otherwise that is a GEMM and col2im.
+    public var usesDirectInputGrad: Bool { usesDirectKernel }
+
+    /// Stride-1 direct layers, the ones Winograd can take.
+    private var winogradEligible: Bool { usesDirectKernel && stride == 1 }
 
     /// Stride-1 3×3 layers with at least this many input and output channels run on Winograd
     /// F(2×2, 3×3) (`CKernels/winograd.c`) on planes where it pays (`winogradPlane`): 2.25×
@@ -97,17 +101,17 @@ public final class Conv2d: Layer {
     /// True when this layer's output and input gradient run on Winograd F(2×2, 3×3) for inputs
     /// whose planes pass `winogradPlane` (unless F(4×4, 3×3) takes them).
     public var usesWinograd: Bool {
-        usesDirectInputGrad && min(inChannels, outChannels) >= Conv2d.winogradMinChannels
+        winogradEligible && min(inChannels, outChannels) >= Conv2d.winogradMinChannels
     }
 
     /// True when they run on F(4×4, 3×3) for inputs whose planes pass `winograd4Plane`.
     public var usesWinograd4: Bool {
-        usesDirectInputGrad && min(inChannels, outChannels) >= Conv2d.winograd4MinChannels
+        winogradEligible && min(inChannels, outChannels) >= Conv2d.winograd4MinChannels
     }
 
     /// True when its weight gradient runs on Winograd, on the same planes.
     public var usesWinogradWeightGrad: Bool {
-        usesDirectInputGrad && min(inChannels, outChannels) >= Conv2d.winogradWeightGradMinChannels
+        winogradEligible && min(inChannels, outChannels) >= Conv2d.winogradWeightGradMinChannels
     }
 
     private func winogradPlane(_ g: ConvGeometry) -> Bool {
@@ -182,6 +186,9 @@ public final class Conv2d: Layer {
             if tile != 0 {
                 let run = tile == 4 ? tk_wino4_forward : tk_wino_forward
                 run(s, Int32(n1 - n0), Int32(cin), Int32(g.h), Int32(g.w), transformed.data, Int32(cout), d, scratch[t])
+            } else if transposed && stride == 2 {
+                tk_conv3x3_backward_data_s2(s, Int32(n1 - n0), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
+                                            Int32(outChannels), d, scratch[t])
             } else if transposed {
                 tk_conv3x3_backward_data(s, Int32(n1 - n0), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
                                          Int32(outChannels), d, scratch[t])
