@@ -31,9 +31,13 @@ CLONES void tk_add_relu(const float *a, const float *b, float *out, long n) {
 
 enum { LANES = 16 };
 
-/* Lane j sums elements j, j+16, j+32, … in double; lanes are then added in order 0…15. Written
- * with vector types (two vectors of 8 doubles per 16 lanes): the same arithmetic as the scalar
- * loop it stands for, which the compiler would not vectorize. */
+/*
+ * Batch norm, one channel per call: its values are `runs` runs of P floats, `stride` apart (one
+ * run per image of an NCHW tensor). Sums go to 16 lanes in double, lane j taking each run's
+ * elements j, j+16, …; a run's last P mod 16 elements go to a separate scalar sum, in order; the
+ * lanes are added in order 0…15, then the scalar sum. Written with vector types (two vectors of
+ * 8 doubles per 16 lanes): the compiler does not vectorize the scalar loop they stand for.
+ */
 typedef float f16 __attribute__((vector_size(64), aligned(4)));
 typedef double d8 __attribute__((vector_size(64)));
 typedef int i16 __attribute__((vector_size(64)));
@@ -44,27 +48,29 @@ typedef int i16 __attribute__((vector_size(64)));
 #define lo8(v) __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), d8)
 #define hi8(v) __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), d8)
 
-/* Lanes 0…15 of (a, b) added in order. */
-INLINE double lanes_sum(const double *a, const double *b) {
+/* Lanes 0…15 of (a, b) added in order, then t. */
+INLINE double lanes_sum(const double *a, const double *b, double t) {
     double r = 0;
     for (int j = 0; j < 8; j++) r += a[j];
     for (int j = 0; j < 8; j++) r += b[j];
-    return r;
+    return r + t;
 }
-#define LANES_SUM(a, b) lanes_sum((const double *)&(a), (const double *)&(b))
+#define LANES_SUM(a, b, t) lanes_sum((const double *)&(a), (const double *)&(b), t)
 
-CLONES void tk_sums(const float *x, long n, double sums[2]) {
+CLONES void tk_bn_sums(const float *x, long runs, long P, long stride, double sums[2]) {
     d8 a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0};
-    long i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        f16 v = LD16(x + i);
-        d8 lo = lo8(v), hi = hi8(v);
-        a1 += lo; b1 += hi;
-        a2 += lo * lo; b2 += hi * hi;
+    double t1 = 0, t2 = 0;
+    for (long k = 0; k < runs; k++, x += stride) {
+        long i = 0;
+        for (; i + LANES <= P; i += LANES) {
+            f16 v = LD16(x + i);
+            d8 lo = lo8(v), hi = hi8(v);
+            a1 += lo; b1 += hi;
+            a2 += lo * lo; b2 += hi * hi;
+        }
+        for (; i < P; i++) { double v = x[i]; t1 += v; t2 += v * v; }
     }
-    double r1 = LANES_SUM(a1, b1), r2 = LANES_SUM(a2, b2);
-    for (; i < n; i++) { double v = x[i]; r1 += v; r2 += v * v; }
-    sums[0] = r1; sums[1] = r2;
+    sums[0] = LANES_SUM(a1, b1, t1); sums[1] = LANES_SUM(a2, b2, t2);
 }
 
 /* Batch norm keeps no normalized copy of its input: backward recomputes h = ((x − hi) − lo)·s
@@ -72,16 +78,18 @@ CLONES void tk_sums(const float *x, long n, double sums[2]) {
  * copy would give. */
 #define H(i) (((x[i] - hi) - lo) * s)
 
-CLONES void tk_bn_forward(const float *x, const float *r, float *y, long n, float hi, float lo, float s, float g,
-                          float b, int relu) {
-    if (r && relu) {
-        for (long i = 0; i < n; i++) { float v = (g * H(i) + b) + r[i]; y[i] = v > 0 ? v : 0; }
-    } else if (r) {
-        for (long i = 0; i < n; i++) y[i] = (g * H(i) + b) + r[i];
-    } else if (relu) {
-        for (long i = 0; i < n; i++) { float v = g * H(i) + b; y[i] = v > 0 ? v : 0; }
-    } else {
-        for (long i = 0; i < n; i++) y[i] = g * H(i) + b;
+CLONES void tk_bn_forward(const float *x, const float *r, float *y, long runs, long P, long stride, float hi, float lo,
+                          float s, float g, float b, int relu) {
+    for (long k = 0; k < runs; k++, x += stride, y += stride, r = r ? r + stride : r) {
+        if (r && relu) {
+            for (long i = 0; i < P; i++) { float v = (g * H(i) + b) + r[i]; y[i] = v > 0 ? v : 0; }
+        } else if (r) {
+            for (long i = 0; i < P; i++) y[i] = (g * H(i) + b) + r[i];
+        } else if (relu) {
+            for (long i = 0; i < P; i++) { float v = g * H(i) + b; y[i] = v > 0 ? v : 0; }
+        } else {
+            for (long i = 0; i < P; i++) y[i] = g * H(i) + b;
+        }
     }
 }
 
@@ -89,41 +97,44 @@ CLONES void tk_bn_forward(const float *x, const float *r, float *y, long n, floa
 #define D(i) (mask == 0 ? dy[i] : mask == 1 ? (g * H(i) + b > 0 ? dy[i] : 0) : (y[i] > 0 ? dy[i] : 0))
 
 /* Vectors of 16 floats pass only inside one function here. */
-INLINE void bn_sums(const float *dy, const float *x, const float *y, long n, float hi, float lo, float s, float g,
-                    float b, const int mask, double sums[2]) {
+INLINE void bn_sums(const float *dy, const float *x, const float *y, long runs, long P, long stride, float hi,
+                    float lo, float s, float g, float b, const int mask, double sums[2]) {
     d8 a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0};
-    long i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        f16 h = ((LD16(x + i) - hi) - lo) * s, d = LD16(dy + i);
-        if (mask == 1) d = (f16)((i16)d & (g * h + b > 0));
-        if (mask == 2) d = (f16)((i16)d & (LD16(y + i) > 0));
-        d8 dl = lo8(d), dh = hi8(d);
-        a1 += dl; b1 += dh;
-        a2 += dl * lo8(h); b2 += dh * hi8(h);
+    double t1 = 0, t2 = 0;
+    for (long k = 0; k < runs; k++, dy += stride, x += stride, y += stride) {
+        long i = 0;
+        for (; i + LANES <= P; i += LANES) {
+            f16 h = ((LD16(x + i) - hi) - lo) * s, d = LD16(dy + i);
+            if (mask == 1) d = (f16)((i16)d & (g * h + b > 0));
+            if (mask == 2) d = (f16)((i16)d & (LD16(y + i) > 0));
+            d8 dl = lo8(d), dh = hi8(d);
+            a1 += dl; b1 += dh;
+            a2 += dl * lo8(h); b2 += dh * hi8(h);
+        }
+        for (; i < P; i++) { double d = D(i); t1 += d; t2 += d * (double)H(i); }
     }
-    double r1 = LANES_SUM(a1, b1), r2 = LANES_SUM(a2, b2);
-    for (; i < n; i++) { double d = D(i); r1 += d; r2 += d * (double)H(i); }
-    sums[0] = r1; sums[1] = r2;
+    sums[0] = LANES_SUM(a1, b1, t1); sums[1] = LANES_SUM(a2, b2, t2);
 }
 
-CLONES void tk_bn_backward_sums(const float *dy, const float *x, const float *y, long n, float hi, float lo, float s,
-                                float g, float b, int mask, double sums[2]) {
-    if (mask == 2) bn_sums(dy, x, y, n, hi, lo, s, g, b, 2, sums);
-    else if (mask == 1) bn_sums(dy, x, y, n, hi, lo, s, g, b, 1, sums);
-    else bn_sums(dy, x, y, n, hi, lo, s, g, b, 0, sums);
+CLONES void tk_bn_backward_sums(const float *dy, const float *x, const float *y, long runs, long P, long stride,
+                                float hi, float lo, float s, float g, float b, int mask, double sums[2]) {
+    if (mask == 2) bn_sums(dy, x, y, runs, P, stride, hi, lo, s, g, b, 2, sums);
+    else if (mask == 1) bn_sums(dy, x, y, runs, P, stride, hi, lo, s, g, b, 1, sums);
+    else bn_sums(dy, x, y, runs, P, stride, hi, lo, s, g, b, 0, sums);
 }
 
-static inline __attribute__((always_inline)) void bn_dx(const float *dy, const float *x, const float *y, float *dx,
-                                                         long n, float hi, float lo, float s, float g, float b,
-                                                         const int mask, float k, float a, float c) {
-    for (long i = 0; i < n; i++) dx[i] = k * ((D(i) - a) - H(i) * c);
+INLINE void bn_dx(const float *dy, const float *x, const float *y, float *dx, long runs, long P, long stride, float hi,
+                  float lo, float s, float g, float b, const int mask, float k, float a, float c) {
+    for (long r = 0; r < runs; r++, dy += stride, x += stride, y += stride, dx += stride)
+        for (long i = 0; i < P; i++) dx[i] = k * ((D(i) - a) - H(i) * c);
 }
 
-CLONES void tk_bn_backward_dx(const float *dy, const float *x, const float *y, float *dx, long n, float hi, float lo,
-                              float s, float g, float b, int mask, float k, float a, float c) {
-    if (mask == 2) bn_dx(dy, x, y, dx, n, hi, lo, s, g, b, 2, k, a, c);
-    else if (mask == 1) bn_dx(dy, x, y, dx, n, hi, lo, s, g, b, 1, k, a, c);
-    else bn_dx(dy, x, y, dx, n, hi, lo, s, g, b, 0, k, a, c);
+CLONES void tk_bn_backward_dx(const float *dy, const float *x, const float *y, float *dx, long runs, long P,
+                              long stride, float hi, float lo, float s, float g, float b, int mask, float k, float a,
+                              float c) {
+    if (mask == 2) bn_dx(dy, x, y, dx, runs, P, stride, hi, lo, s, g, b, 2, k, a, c);
+    else if (mask == 1) bn_dx(dy, x, y, dx, runs, P, stride, hi, lo, s, g, b, 1, k, a, c);
+    else bn_dx(dy, x, y, dx, runs, P, stride, hi, lo, s, g, b, 0, k, a, c);
 }
 
 /* g += y > 0 ? dy : 0 */

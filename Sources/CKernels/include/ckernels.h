@@ -114,20 +114,21 @@ void tk_relu_backward(const float *dy, const float *y, float *dx, long n);
 void tk_add(const float *a, const float *b, float *out, long n);
 /* out = max(a + b, 0) */
 void tk_add_relu(const float *a, const float *b, float *out, long n);
-/* sums[0] = Σx, sums[1] = Σx², accumulated in double */
-void tk_sums(const float *x, long n, double sums[2]);
-/* Batch norm over one channel's run of n values x, with h = ((x − hi) − lo)·s (the mean split
- * into two floats, s = 1/σ): y = g·h + b, plus r when r is not NULL, then max(·, 0) when relu. */
-void tk_bn_forward(const float *x, const float *r, float *y, long n, float hi, float lo, float s, float g, float b,
-                   int relu);
+/* Batch norm over one channel: `runs` runs of P values, `stride` floats apart (one per image).
+ * sums[0] = Σx, sums[1] = Σx², accumulated in double. */
+void tk_bn_sums(const float *x, long runs, long P, long stride, double sums[2]);
+/* With h = ((x − hi) − lo)·s (the mean split into two floats, s = 1/σ): y = g·h + b, plus r when
+ * r is not NULL, then max(·, 0) when relu. */
+void tk_bn_forward(const float *x, const float *r, float *y, long runs, long P, long stride, float hi, float lo,
+                   float s, float g, float b, int relu);
 /* Backward through it, from x again (h recomputed bit for bit): with d = dy (mask 0), dy where
  * g·h + b > 0 (mask 1: the ReLU of a run without r), or dy where y > 0 (mask 2: y the forward's
  * output), sums[0] = Σd and sums[1] = Σd·h accumulated in double; y is read only for mask 2. */
-void tk_bn_backward_sums(const float *dy, const float *x, const float *y, long n, float hi, float lo, float s,
-                         float g, float b, int mask, double sums[2]);
+void tk_bn_backward_sums(const float *dy, const float *x, const float *y, long runs, long P, long stride, float hi,
+                         float lo, float s, float g, float b, int mask, double sums[2]);
 /* dx = k·((d − a) − h·c), d and h as in tk_bn_backward_sums. */
-void tk_bn_backward_dx(const float *dy, const float *x, const float *y, float *dx, long n, float hi, float lo,
-                       float s, float g, float b, int mask, float k, float a, float c);
+void tk_bn_backward_dx(const float *dy, const float *x, const float *y, float *dx, long runs, long P, long stride,
+                       float hi, float lo, float s, float g, float b, int mask, float k, float a, float c);
 /* g += y > 0 ? dy : 0: the gradient of a ReLU'd sum added into one of its terms' gradients. */
 void tk_add_relu_backward(float *g, const float *dy, const float *y, long n);
 

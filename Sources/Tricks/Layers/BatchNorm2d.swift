@@ -98,11 +98,8 @@ public final class BatchNorm2d: Layer {
         let relu: Int32 = fusedReLU ? 1 : 0
         /// Normalizes channel c with mean[c] and invStd[c].
         func normalize(_ c: Int) {
-            let m = mean[c], hi = Float(m), lo = Float(m - Double(hi)), s = Float(invStd[c]), g = gamma[c], b = beta[c]
-            for n in 0..<N {
-                let o = (n * C + c) * P
-                tk_bn_forward(xp + o, rp.map { $0 + o }, yp + o, P, hi, lo, s, g, b, relu)
-            }
+            let m = mean[c], hi = Float(m), lo = Float(m - Double(hi)), o = c * P
+            tk_bn_forward(xp + o, rp.map { $0 + o }, yp + o, N, P, C * P, hi, lo, Float(invStd[c]), gamma[c], beta[c], relu)
         }
         if mode == .inference {
             Parallel.ranges(C, cost: N * P) { c0, c1 in
@@ -117,12 +114,7 @@ public final class BatchNorm2d: Layer {
         let st = stats
         /// Per-channel Σx and Σx² in Double.
         func sums(_ c: Int) {
-            var s1 = 0.0, s2 = 0.0
-            for n in 0..<N {
-                let (a, b) = Vec.sums(xp + (n * C + c) * P, P)
-                s1 += a; s2 += b
-            }
-            st[c] = s1; st[C + c] = s2
+            (st[c], st[C + c]) = Vec.pair { tk_bn_sums(xp + c * P, N, P, C * P, $0) }
         }
         /// Normalizes channel c with the statistics in `stats` and moves its running statistics.
         func apply(_ c: Int, _ count: Double) {
@@ -174,17 +166,9 @@ public final class BatchNorm2d: Layer {
         let training = lastMode == .training
         /// Σdy and Σdy·x̂ of channel c into `stats` and the γ, β gradients.
         func sums(_ c: Int) {
-            let m = mean[c], hi = Float(m), lo = Float(m - Double(hi)), s = Float(invStd[c])
-            var s1 = 0.0, s2 = 0.0
-            for n in 0..<N {
-                let o = (n * C + c) * P
-                var pair = (0.0, 0.0)
-                withUnsafeMutablePointer(to: &pair) {
-                    $0.withMemoryRebound(to: Double.self, capacity: 2) {
-                        tk_bn_backward_sums(dyp + o, xp + o, yp + o, P, hi, lo, s, gamma[c], beta[c], mask, $0)
-                    }
-                }
-                s1 += pair.0; s2 += pair.1
+            let m = mean[c], hi = Float(m), lo = Float(m - Double(hi)), s = Float(invStd[c]), o = c * P
+            let (s1, s2) = Vec.pair {
+                tk_bn_backward_sums(dyp + o, xp + o, yp + o, N, P, C * P, hi, lo, s, gamma[c], beta[c], mask, $0)
             }
             st[c] = s1; st[C + c] = s2
             weight.grad[c] += Float(s2)
@@ -201,10 +185,8 @@ public final class BatchNorm2d: Layer {
                 let count = max(globalCount, 1)
                 mdy = Float(st[c] / count); mdyx = Float(st[C + c] / count)
             }
-            for n in 0..<N {
-                let o = (n * C + c) * P
-                tk_bn_backward_dx(dyp + o, xp + o, yp + o, dxp + o, P, hi, lo, s, gamma[c], beta[c], mask, k, mdy, mdyx)
-            }
+            let o = c * P
+            tk_bn_backward_dx(dyp + o, xp + o, yp + o, dxp + o, N, P, C * P, hi, lo, s, gamma[c], beta[c], mask, k, mdy, mdyx)
         }
         if training && isSynced {
             Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c) } }

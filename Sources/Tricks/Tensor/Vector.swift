@@ -30,16 +30,10 @@ enum Vec {
 
     /// The two sums a C kernel writes into `sums[0]`, `sums[1]`.
     @inline(__always)
-    private static func pair(_ kernel: (UnsafeMutablePointer<Double>) -> Void) -> (Double, Double) {
+    static func pair(_ kernel: (UnsafeMutablePointer<Double>) -> Void) -> (Double, Double) {
         var s = (0.0, 0.0)
         withUnsafeMutablePointer(to: &s) { $0.withMemoryRebound(to: Double.self, capacity: 2, kernel) }
         return s
-    }
-
-    /// (Σx, Σx²) in Double.
-    @inline(__always)
-    static func sums(_ x: UnsafePointer<Float>, _ n: Int) -> (Double, Double) {
-        pair { tk_sums(x, n, $0) }
     }
 
     /// g += y > 0 ? dy : 0
