@@ -229,6 +229,14 @@ static void block_avx512(const float *planes, int cin, geom g, const float *wb, 
 #undef BLOCK_TAPS
 #endif
 
+/* One block through the AVX-512 kernel where the CPU has it, else the portable one. */
+static void run_block(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
+#if defined(__x86_64__)
+    if (tk_conv3x3_uses_avx512()) { block_avx512(planes, cin, g, wb, out, lr); return; }
+#endif
+    block_portable(planes, cin, g, wb, out, lr);
+}
+
 /* y (n, cout, h, w) from x (n, cin, h, w) with packed weights; shared by forward and input gradient. */
 static void direct(const float *x, int n, int cin, geom g, const float *packed, int cout, float *y, float *scratch) {
     size_t lr = round_up(g.len, PB);
@@ -236,17 +244,12 @@ static void direct(const float *x, int n, int cin, geom g, const float *packed, 
     float *out = planes + (size_t)cin * g.plane + SLACK;
     memset(planes, 0, sizeof(float) * ((size_t)cin * g.plane + SLACK));
     int blocks = (cout + KB - 1) / KB;
-    int avx = tk_conv3x3_uses_avx512();
     size_t hw = (size_t)g.h * g.w, in = (size_t)g.ih * g.iw;
     for (int img = 0; img < n; img++) {
         fill_planes(x + (size_t)img * cin * in, cin, g, planes);
         for (int b = 0; b < blocks; b++) {
             const float *wb = packed + (size_t)b * cin * 9 * KB;
-#if defined(__x86_64__)
-            if (avx) block_avx512(planes, cin, g, wb, out, lr); else
-#endif
-            block_portable(planes, cin, g, wb, out, lr);
-            (void)avx;
+            run_block(planes, cin, g, wb, out, lr);
             for (int j = 0; j < KB && b * KB + j < cout; j++) {
                 float *dst = y + ((size_t)img * cout + b * KB + j) * hw;
                 const float *src = out + (size_t)j * lr;
@@ -318,7 +321,6 @@ void tk_conv3x3_backward_data_s2(const float *dy, int n, int cin, int h, int w, 
         o += (size_t)t * kpad * cout;
     }
     memset(planes, 0, sizeof(float) * ((size_t)cout * g.plane + SLACK));
-    int avx = tk_conv3x3_uses_avx512();
     for (int img = 0; img < n; img++) {
         for (int k = 0; k < cout; k++) {
             const float *src = dy + ((size_t)img * cout + k) * ohw;
@@ -329,11 +331,7 @@ void tk_conv3x3_backward_data_s2(const float *dy, int n, int cin, int h, int w, 
             int p = f / 2, q = f % 2, rows = (h - p + 1) / 2, cols = (w - q + 1) / 2;
             for (int b = 0; b < blocks; b++) {
                 const float *wb = packed + wofs[f] + (size_t)b * cout * ph[f].taps * KB;
-#if defined(__x86_64__)
-                if (avx) block_avx512(planes, cout, ph[f], wb, out, lr); else
-#endif
-                block_portable(planes, cout, ph[f], wb, out, lr);
-                (void)avx;
+                run_block(planes, cout, ph[f], wb, out, lr);
                 for (int j = 0; j < KB && b * KB + j < cin; j++) {
                     float *d = dx + ((size_t)img * cin + b * KB + j) * h * w + (size_t)p * w + q;
                     const float *s = out + (size_t)j * lr;
@@ -431,4 +429,163 @@ void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin,
                         dweight[((size_t)(k0 + kk) * cin + i) * 9 + t] += (float)acc[kk][t];
             }
     }
+}
+
+/*
+ * 1×1 stride-2 layers without padding (a ResNet's projection shortcuts): y[k][r][c] =
+ * Σ_i W[k][i]·x[i][2r][2c]. The forward pass and the input gradient run the register-blocked
+ * kernel above with one tap over the subsampled planes (oh×ow, contiguous); the input gradient
+ * writes the even rows' even columns of dx and zeroes the rest. The weight gradient is one
+ * register-tiled product over every image's subsampled input and output gradient.
+ */
+static geom p2_geom(int h, int w) {
+    geom g;
+    memset(&g, 0, sizeof g);
+    g.ih = h; g.iw = w; g.stride = 2; g.taps = 1;
+    g.h = (h - 1) / 2 + 1; g.w = g.wp = (w - 1) / 2 + 1;
+    g.plane = g.quarter = g.len = (size_t)g.h * g.w;
+    return g;
+}
+
+size_t tk_conv1x1_s2_scratch(int n, int cin, int cout, int h, int w) {
+    geom g = p2_geom(h, w);
+    size_t lr = round_up(g.len, PB), lp = round_up(g.len, 16);
+    size_t fwd = round_up((size_t)cout, KB) * cin + (size_t)cin * g.plane + SLACK + KB * lr;
+    size_t bwd = round_up((size_t)cin, KB) * cout + (size_t)cout * g.plane + SLACK + KB * lr;
+    size_t wg = (size_t)(cin + cout) * (size_t)(n > 0 ? n : 1) * lp + SLACK;
+    size_t m = fwd > bwd ? fwd : bwd;
+    return m > wg ? m : wg;
+}
+
+/* Rows 0, 2, 4, … and of each its columns 0, 2, 4, … of an h×w plane, as an oh×ow plane. */
+static void subsample(const float *src, geom g, float *dst) {
+    for (int r = 0; r < g.h; r++) {
+        const float *row = src + (size_t)(2 * r) * g.iw;
+        float *d = dst + (size_t)r * g.w;
+        for (int c = 0; c < g.w; c++) d[c] = row[2 * c];
+    }
+}
+
+/* A 1×1 stride-2 pass through the blocked kernel: `outputs` channels from `inputs` channels of
+ * oh×ow planes (subsampled x for the forward pass, dy for the input gradient), weights packed
+ * [block of 8 outputs][input][8]; the input gradient's planes are spread over dx's even pixels. */
+static void pointwise(const float *src, int n, int inputs, int h, int w, const float *weight, int outputs,
+                      int transpose, float *dst, float *scratch) {
+    geom g = p2_geom(h, w);
+    int blocks = (outputs + KB - 1) / KB;
+    size_t lr = round_up(g.len, PB), in = (size_t)h * w;
+    float *packed = scratch, *planes = packed + (size_t)blocks * KB * inputs, *out = planes + (size_t)inputs * g.plane + SLACK;
+    for (int b = 0; b < blocks; b++)
+        for (int i = 0; i < inputs; i++)
+            for (int j = 0; j < KB; j++) {
+                int o = b * KB + j;
+                packed[((size_t)b * inputs + i) * KB + j] =
+                    o < outputs ? (transpose ? weight[(size_t)i * outputs + o] : weight[(size_t)o * inputs + i]) : 0;
+            }
+    memset(planes + (size_t)inputs * g.plane, 0, sizeof(float) * SLACK);
+    for (int img = 0; img < n; img++) {
+        for (int i = 0; i < inputs; i++) {
+            if (transpose) memcpy(planes + (size_t)i * g.plane, src + ((size_t)img * inputs + i) * g.len, sizeof(float) * g.len);
+            else subsample(src + ((size_t)img * inputs + i) * in, g, planes + (size_t)i * g.plane);
+        }
+        for (int b = 0; b < blocks; b++) {
+            const float *wb = packed + (size_t)b * inputs * KB;
+            run_block(planes, inputs, g, wb, out, lr);
+            for (int j = 0; j < KB && b * KB + j < outputs; j++) {
+                const float *s = out + (size_t)j * lr;
+                if (!transpose) {
+                    memcpy(dst + ((size_t)img * outputs + b * KB + j) * g.len, s, sizeof(float) * g.len);
+                    continue;
+                }
+                float *d = dst + ((size_t)img * outputs + b * KB + j) * in;
+                memset(d, 0, sizeof(float) * in);
+                for (int r = 0; r < g.h; r++)
+                    for (int c = 0; c < g.w; c++) d[(size_t)(2 * r) * w + 2 * c] = s[(size_t)r * g.w + c];
+            }
+        }
+    }
+}
+
+void tk_conv1x1_s2_forward(const float *x, int n, int cin, int h, int w, const float *weight, int cout, float *y,
+                           float *scratch) {
+    pointwise(x, n, cin, h, w, weight, cout, 0, y, scratch);
+}
+
+void tk_conv1x1_s2_backward_data(const float *dy, int n, int cin, int h, int w, const float *weight, int cout,
+                                 float *dx, float *scratch) {
+    pointwise(dy, n, cout, h, w, weight, cin, 1, dx, scratch);
+}
+
+/* z[r][s] += Σ_t a[r][t]·b[s][t] for an R × S block, rows `ld` apart, T a multiple of 16; lanes
+ * summed in a fixed order. */
+#define PW_R 4
+#define PW_S 4
+PORTABLE static void pw_tile_portable(const float *a, const float *b, size_t ld, size_t T, int R, int S, float *z,
+                                      int ldz) {
+    for (int r = 0; r < R; r++)
+        for (int s = 0; s < S; s++) {
+            float lanes[16] = {0};
+            for (size_t t = 0; t < T; t += 16)
+                for (int j = 0; j < 16; j++) lanes[j] += a[(size_t)r * ld + t + j] * b[(size_t)s * ld + t + j];
+            float total = 0;
+            for (int j = 0; j < 16; j++) total += lanes[j];
+            z[(size_t)r * ldz + s] += total;
+        }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void pw_tile_avx512(const float *a, const float *b, size_t ld, size_t T,
+                                                              int R, int S, float *z, int ldz) {
+    if (R != PW_R || S != PW_S) { pw_tile_portable(a, b, ld, T, R, S, z, ldz); return; }
+    __m512 acc[PW_R][PW_S];
+    for (int r = 0; r < PW_R; r++)
+        for (int s = 0; s < PW_S; s++) acc[r][s] = _mm512_setzero_ps();
+    for (size_t t = 0; t < T; t += 16) {
+        __m512 av[PW_R], bv[PW_S];
+        for (int r = 0; r < PW_R; r++) av[r] = _mm512_loadu_ps(a + (size_t)r * ld + t);
+        for (int s = 0; s < PW_S; s++) bv[s] = _mm512_loadu_ps(b + (size_t)s * ld + t);
+        for (int r = 0; r < PW_R; r++)
+            for (int s = 0; s < PW_S; s++) acc[r][s] = _mm512_fmadd_ps(av[r], bv[s], acc[r][s]);
+    }
+    for (int r = 0; r < PW_R; r++)
+        for (int s = 0; s < PW_S; s++) {
+            float lanes[16], total = 0;
+            _mm512_storeu_ps(lanes, acc[r][s]);
+            for (int j = 0; j < 16; j++) total += lanes[j];
+            z[(size_t)r * ldz + s] += total;
+        }
+}
+#endif
+
+void tk_conv1x1_s2_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
+                                   float *dweight, float *scratch) {
+    if (n <= 0) return;
+    geom g = p2_geom(h, w);
+    size_t lp = round_up(g.len, 16), T = (size_t)n * lp, in = (size_t)h * w;
+    float *xs = scratch, *ds = xs + (size_t)cin * T;
+    /* xs[i][img][lp], ds[k][img][lp], zero past each plane's end */
+    for (int img = 0; img < n; img++) {
+        for (int i = 0; i < cin; i++) {
+            float *d = xs + (size_t)i * T + (size_t)img * lp;
+            subsample(x + ((size_t)img * cin + i) * in, g, d);
+            memset(d + g.len, 0, sizeof(float) * (lp - g.len));
+        }
+        for (int k = 0; k < cout; k++) {
+            float *d = ds + (size_t)k * T + (size_t)img * lp;
+            memcpy(d, dy + ((size_t)img * cout + k) * g.len, sizeof(float) * g.len);
+            memset(d + g.len, 0, sizeof(float) * (lp - g.len));
+        }
+    }
+    int avx = tk_conv3x3_uses_avx512();
+    for (int k0 = 0; k0 < cout; k0 += PW_R)
+        for (int i0 = 0; i0 < cin; i0 += PW_S) {
+            int R = cout - k0 < PW_R ? cout - k0 : PW_R, S = cin - i0 < PW_S ? cin - i0 : PW_S;
+            const float *a = ds + (size_t)k0 * T, *b = xs + (size_t)i0 * T;
+            float *z = dweight + (size_t)k0 * cin + i0;
+#if defined(__x86_64__)
+            if (avx) { pw_tile_avx512(a, b, T, T, R, S, z, cin); continue; }
+#endif
+            (void)avx;
+            pw_tile_portable(a, b, T, T, R, S, z, cin);
+        }
 }

@@ -140,10 +140,54 @@ final class LayerGradientTests: XCTestCase {
     }
 
     func testConv1x1Stride2AndStride1() {
-        for s in [1, 2] {
+        let saved = Conv2d.directConvolution
+        defer { Conv2d.directConvolution = saved }
+        for (s, direct) in [(1, false), (2, false), (2, true)] {
+            Conv2d.directConvolution = direct
             let c = Conv2d("c", 3, 2, kernel: 1, stride: s, padding: 0, workspace: Workspace())
+            XCTAssertEqual(c.usesDirectPointwise, s == 2 && direct)
             _ = c.weight.values.update(from: GradCheck.randomTensor([2, 3, 1, 1], seed: 5, scale: 0.5).array)
             GradCheck.checkLayer(c, input: GradCheck.randomTensor([2, 3, 6, 5], seed: 6))
+        }
+    }
+
+    func testDirectConv1x1Stride2MatchesFloat64Reference() {
+        // The 1×1 stride-2 kernels (AVX-512 and portable) against float64: odd and even sizes,
+        // input and output channels past one 8-channel block and off the 4×4 weight-gradient
+        // tile, a plane shorter than one vector, a 1×1 image; gradients added into a preset one.
+        let shapes: [(n: Int, c: Int, k: Int, h: Int, w: Int)] = [(3, 10, 5, 7, 9), (2, 4, 12, 8, 8), (1, 3, 2, 1, 1), (2, 17, 9, 32, 32)]
+        let saved = Conv2d.directConvolution
+        Conv2d.directConvolution = true
+        defer { Conv2d.directConvolution = saved; Conv2d.forcePortableKernels(false) }
+        for portable in [false, true] {
+            Conv2d.forcePortableKernels(portable)
+            for (si, s) in shapes.enumerated() {
+                let oh = (s.h - 1) / 2 + 1, ow = (s.w - 1) / 2 + 1
+                let x = GradCheck.randomTensor([s.n, s.c, s.h, s.w], seed: 50 + UInt64(si))
+                let w = GradCheck.randomTensor([s.k, s.c, 1, 1], seed: 60 + UInt64(si))
+                let dy = GradCheck.randomTensor([s.n, s.k, oh, ow], seed: 70 + UInt64(si))
+                var y = [Double](repeating: 0, count: dy.count), dx = [Double](repeating: 0, count: x.count)
+                var dw = [Double](repeating: 0.5, count: w.count)
+                for n in 0..<s.n { for o in 0..<s.k { for c in 0..<s.c { for r in 0..<oh { for q in 0..<ow {
+                    let xi = ((n * s.c + c) * s.h + 2 * r) * s.w + 2 * q, yi = ((n * s.k + o) * oh + r) * ow + q
+                    let wv = Double(w[o * s.c + c])
+                    y[yi] += Double(x[xi]) * wv
+                    dx[xi] += Double(dy[yi]) * wv
+                    dw[o * s.c + c] += Double(dy[yi]) * Double(x[xi])
+                } } } } }
+                let conv = Conv2d("c", s.c, s.k, kernel: 1, stride: 2, workspace: Workspace())
+                XCTAssertTrue(conv.usesDirectPointwise)
+                _ = conv.weight.values.update(from: w.array)
+                conv.weight.grads.update(repeating: 0.5)
+                let got = [conv.forward(x, mode: .training).array, conv.backward(dy).array, Array(conv.weight.grads)]
+                let tag = "\(portable ? "portable" : Conv2d.directKernelISA) \(s)"
+                for (name, g, want, terms) in [("y", got[0], y, s.c), ("dx", got[1], dx, s.k), ("dw", got[2], dw, s.n * oh * ow)] {
+                    XCTAssertEqual(g.count, want.count, "\(tag) \(name) size")
+                    let scale = max(1, want.map { abs($0) }.max() ?? 0)
+                    let err = zip(g, want).map { abs(Double($0) - $1) }.max() ?? 0
+                    XCTAssertLessThanOrEqual(err, 1e-6 * scale * Double(terms).squareRoot(), "\(tag) \(name): max error \(err)")
+                }
+            }
         }
     }
 

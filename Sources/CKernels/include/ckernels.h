@@ -42,6 +42,17 @@ void tk_conv3x3_backward_data_s2(const float *dy, int n, int cin, int h, int w, 
 void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w, int stride,
                                 int cout, float *dweight, float *scratch);
 
+/* 1×1 stride-2 layers without padding, weight (cout, cin): y (n, cout, ⌈h/2⌉, ⌈w/2⌉) from x
+ * (n, cin, h, w); the input gradient (overwrites dx); the weight gradient (adds into dweight).
+ * Scratch of tk_conv1x1_s2_scratch floats for n images. */
+size_t tk_conv1x1_s2_scratch(int n, int cin, int cout, int h, int w);
+void tk_conv1x1_s2_forward(const float *x, int n, int cin, int h, int w, const float *weight, int cout, float *y,
+                           float *scratch);
+void tk_conv1x1_s2_backward_data(const float *dy, int n, int cin, int h, int w, const float *weight, int cout,
+                                 float *dx, float *scratch);
+void tk_conv1x1_s2_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
+                                   float *dweight, float *scratch);
+
 /* Images per group of the weight gradient: it adds each group's sum into dweight in turn,
  * so calls on consecutive whole groups, summed in order, give the same bits as one call. */
 int tk_conv3x3_wgrad_group(int cin, int cout, int h, int w, int stride);

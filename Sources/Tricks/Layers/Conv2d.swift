@@ -8,7 +8,8 @@ import Dispatch
 /// output, weight gradient and input gradient at stride 1 or 2 (the stride-2 input gradient as
 /// four stride-1 correlations, one per phase of the input). Wide stride-1
 /// layers use Winograd instead: F(4×4, 3×3) from `winograd4MinChannels` channels on planes 16
-/// or 32 wide, F(2×2, 3×3) from `winogradMinChannels` on the other planes where it pays.
+/// 8, 16 or 32 wide, F(2×2, 3×3) from `winogradMinChannels` on the other planes where it pays.
+/// 1×1 stride-2 layers run the same kernel over subsampled planes.
 /// Everything else unfolds chunks of images (`im2col`, or a plain channel-major
 /// copy for 1×1 stride-1 kernels) and runs GEMMs `W (Cout, C·k·k) × col (C·k·k, m·OH·OW)`;
 /// backward recomputes the unfolding instead of caching it, so one scratch
@@ -58,6 +59,12 @@ public final class Conv2d: Layer {
 
     /// True when its input gradient does too; otherwise that is a GEMM and col2im.
     public var usesDirectInputGrad: Bool { usesDirectKernel }
+
+    /// True for 1×1 stride-2 layers without padding (projection shortcuts) on direct kernels:
+    /// subsampled planes through the same blocked kernel, no unfolding or transposes.
+    public var usesDirectPointwise: Bool {
+        Conv2d.directConvolution && kernel == 1 && stride == 2 && padding == 0
+    }
 
     /// Stride-1 direct layers, the ones Winograd can take.
     private var winogradEligible: Bool { usesDirectKernel && stride == 1 }
@@ -254,6 +261,29 @@ public final class Conv2d: Layer {
         finish(z, Int32(outChannels), Int32(g.c), weight.grad)
     }
 
+    /// Output (or, with `transposed`, input gradient) of a 1×1 stride-2 layer, images split over threads.
+    private func pointwisePass(_ src: UnsafePointer<Float>, _ g: ConvGeometry, transposed: Bool,
+                               _ dst: UnsafeMutablePointer<Float>) {
+        let workers = directWorkers(g.n)
+        let count = tk_conv1x1_s2_scratch(Int32((g.n + workers - 1) / workers), Int32(inChannels), Int32(outChannels),
+                                          Int32(g.h), Int32(g.w))
+        let scratch = (0..<workers).map { ws.scratch($0 == 0 ? 0 : $0 + 1, count: count) }
+        let (srcPlane, dstPlane) = transposed ? (g.oh * g.ow, g.h * g.w) : (g.h * g.w, g.oh * g.ow)
+        let (cin, cout) = transposed ? (outChannels, inChannels) : (inChannels, outChannels)
+        DispatchQueue.concurrentPerform(iterations: workers) { t in
+            let n0 = g.n * t / workers, n1 = g.n * (t + 1) / workers
+            guard n1 > n0 else { return }
+            let s = src + n0 * cin * srcPlane, d = dst + n0 * cout * dstPlane
+            if transposed {
+                tk_conv1x1_s2_backward_data(s, Int32(n1 - n0), Int32(inChannels), Int32(g.h), Int32(g.w), weight.value,
+                                            Int32(outChannels), d, scratch[t])
+            } else {
+                tk_conv1x1_s2_forward(s, Int32(n1 - n0), Int32(inChannels), Int32(g.h), Int32(g.w), weight.value,
+                                      Int32(outChannels), d, scratch[t])
+            }
+        }
+    }
+
     /// Images per GEMM: enough columns for an efficient GEMM, few enough that the
     /// unfolded chunk stays in cache. With one image per chunk no transposes are needed.
     public static var columnBudget = 1 << 18
@@ -288,6 +318,10 @@ public final class Conv2d: Layer {
             directPass(x.data, g, transposed: false, y.data)
             return y
         }
+        if usesDirectPointwise {
+            pointwisePass(x.data, g, transposed: false, y.data)
+            return y
+        }
         let col = ws.scratch(0, count: K * chunk * plane)
         let tmp = ws.scratch(1, count: outChannels * chunk * plane)
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
@@ -309,6 +343,14 @@ public final class Conv2d: Layer {
         let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         dx.resize(x.shape)
         if g.n == 0 || plane == 0 { dx.zero(); return dx }
+        if usesDirectPointwise {
+            let s = ws.scratch(0, count: tk_conv1x1_s2_scratch(Int32(g.n), Int32(inChannels), Int32(outChannels),
+                                                               Int32(g.h), Int32(g.w)))
+            tk_conv1x1_s2_backward_weight(x.data, dyT.data, Int32(g.n), Int32(inChannels), Int32(g.h), Int32(g.w),
+                                          Int32(outChannels), weight.grad, s)
+            if needsInputGrad { pointwisePass(dyT.data, g, transposed: true, dx.data) }
+            return dx
+        }
         if usesDirectKernel {
             directWeightGrad(x, dyT, g)
             if needsInputGrad && usesDirectInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
