@@ -237,7 +237,7 @@ struct WinogradOptions: ParsableArguments {
     var winogradMinChannels = Conv2d.winogradMinChannels
     @Option(help: "The same threshold for the weight gradient alone (Winograd's pays from narrower layers).")
     var winogradWeightGradMinChannels = Conv2d.winogradWeightGradMinChannels
-    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels run their output and input gradient on Winograd F(4×4, 3×3) instead, on planes 16 or 32 wide (a huge value: none).")
+    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels run their output and input gradient on Winograd F(4×4, 3×3) instead, on planes 8, 16 or 32 wide (a huge value: none).")
     var winograd4MinChannels = Conv2d.winograd4MinChannels
 
     func apply() {

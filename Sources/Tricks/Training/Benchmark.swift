@@ -74,7 +74,7 @@ public struct StepBenchmark {
         for _ in 0..<steps { step() }
         net.profiler = nil
         var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads), OpenBLAS kernels \(BLAS.coreName), "
-            + (Conv2d.directConvolution ? "direct 3×3 kernels (\(Conv2d.directKernelISA)), Winograd F(4×4, 3×3) for stride-1 layers of ≥ \(Conv2d.winograd4MinChannels) channels on planes 16 or 32 wide, F(2×2, 3×3) for ≥ \(Conv2d.winogradMinChannels) channels elsewhere (weight gradient ≥ \(Conv2d.winogradWeightGradMinChannels))" : "im2col + GEMM for every conv") + "\n\n"
+            + (Conv2d.directConvolution ? "direct 3×3 kernels (\(Conv2d.directKernelISA)), Winograd F(4×4, 3×3) for stride-1 layers of ≥ \(Conv2d.winograd4MinChannels) channels on planes 8, 16 or 32 wide, F(2×2, 3×3) for ≥ \(Conv2d.winogradMinChannels) channels elsewhere (weight gradient ≥ \(Conv2d.winogradWeightGradMinChannels))" : "im2col + GEMM for every conv") + "\n\n"
         out += String(format: "%.1f images/s at the median; gradient all-reduce wait after backward %.3f ms/step\n\n",
                       Double(batch) / median, 1e3 * w[0])
         out += "| statistic | ms |\n|---|---:|\n"
@@ -97,7 +97,7 @@ public struct StepBenchmark {
     func gemmTable(_ net: ResNet) -> String {
         var seen = Set<String>()
         var rows = "Raw `cblas_sgemm` at the shapes an im2col + GEMM conv layer calls (one GEMM per chunk of images; "
-            + "the 3×3 stride-1 layers run on the direct kernels unless `--im2col` is given):\n\n"
+            + "every 3×3 layer and the 1×1 stride-2 ones run on the direct kernels or Winograd unless `--im2col` is given; the layer table counts a direct convolution's multiplies):\n\n"
         rows += "| conv | GEMM (M×N×K) | role | sgemm GFLOP/s |\n|---|---|---|---:|\n"
         var h = size
         var convs: [(Conv2d, Int)] = [(net.conv1, h)]
