@@ -89,7 +89,8 @@ public enum Mode: Sendable {
 
 /// A layer with a hand-written backward pass.
 ///
-/// `forward` caches what `backward` needs; `backward` *adds* into parameter
+/// `forward` caches what `backward` needs, often a reference to its input rather than
+/// a copy (so the input must not change before `backward`); `backward` *adds* into parameter
 /// gradients and returns the gradient with respect to the input. The returned
 /// tensors belong to the layer and are overwritten by the next call.
 public protocol Layer: AnyObject {
