@@ -80,6 +80,11 @@ static wgeom make_wgeom(int h, int w) {
  * plus room for the last image's vector tail. */
 static size_t pitch(wgeom g, int images) { return rup((size_t)images * g.tiles, 16) + 16; }
 
+/* Floats from one transformed position ξ to the next in U, V and M (ch rows of `p` floats): one
+ * cache line more than the rows, so the 16 or 36 rows a column pass writes at once fall in
+ * different cache sets (with ch·p a multiple of 1024 they would all share one). */
+static size_t xstride(int ch, size_t p) { return (size_t)ch * p + 16; }
+
 /* Vectors of 16 tiles per forward block: three, so each broadcast weight feeds three vectors
  * (measured faster than one from 16 channels up, where one block's U and M are 48 KiB each and
  * more); one for layers narrower than that. */
@@ -134,12 +139,14 @@ static size_t block_pitch(wgeom g, int cin) { return 16 * (size_t)block_vectors(
  * each), one block's U and M. */
 static size_t forward_floats(int cin, int cout, wgeom g) {
     size_t per = (size_t)forward_images(g, cin, cout);
-    return stage_floats(g) + per * (size_t)(cin + cout) * 8 * g.rb + (size_t)16 * (cin + cout) * block_pitch(g, cin) + 64;
+    size_t bp = block_pitch(g, cin);
+    return stage_floats(g) + per * (size_t)(cin + cout) * 8 * g.rb + 16 * (xstride(cin, bp) + xstride(cout, bp)) + 64;
 }
 
 /* Weight gradient: stage, one plane's row pass, the group's U and V. */
 static size_t wgrad_floats(int cin, int cout, wgeom g) {
-    return stage_floats(g) + 8 * g.rb + (size_t)16 * (size_t)(cin + cout) * pitch(g, wgrad_images(cin, cout, g, 16)) + 64;
+    size_t p = pitch(g, wgrad_images(cin, cout, g, 16));
+    return stage_floats(g) + 8 * g.rb + 16 * (xstride(cin, p) + xstride(cout, p)) + 64;
 }
 
 size_t tk_wino_scratch(int cin, int cout, int h, int w) {
@@ -415,8 +422,8 @@ INLINE void fgemm_dispatch(int R, int V, const float *u, size_t up, const float 
 INLINE void fgemm(const int X, const int maxv, const float *u, const float *wt, int K, int N, int T, size_t P,
                   float *m) {
     for (int x = 0; x < X; x++) {
-        const float *ux = u + (size_t)x * K * P, *wx = wt + (size_t)x * K * N;
-        float *mx = m + (size_t)x * N * P;
+        const float *ux = u + x * xstride(K, P), *wx = wt + (size_t)x * K * N;
+        float *mx = m + x * xstride(N, P);
         for (int t = 0; t < T; t += 16 * maxv) {
             int V = (T - t + 15) / 16;
             if (V > maxv) V = maxv;
@@ -477,7 +484,7 @@ INLINE void wgemm_dispatch(int R, int S, const float *gv, const float *uv, size_
 /* z_ξ (cout × cin) += v_ξ (cout × T) · u_ξᵀ (T × cin) for the X positions ξ */
 INLINE void wgemm(const int X, const float *v, const float *u, int cout, int cin, int T, size_t P, float *z) {
     for (int x = 0; x < X; x++) {
-        const float *vx = v + (size_t)x * cout * P, *ux = u + (size_t)x * cin * P;
+        const float *vx = v + x * xstride(cout, P), *ux = u + x * xstride(cin, P);
         float *zx = z + (size_t)x * cout * cin;
         for (int o = 0; o < cout; o += WR) {
             int R = cout - o < WR ? cout - o : WR;
@@ -491,9 +498,11 @@ INLINE void wgemm(const int X, const float *v, const float *u, int cout, int cin
 
 /* ---- passes ---- */
 
-/* Zeroes the columns [T, P) of `rows` rows so sums over padded columns add nothing. */
-INLINE void zero_tail(float *a, int rows, int T, size_t P) {
-    for (int r = 0; r < rows; r++) memset(a + (size_t)r * P + T, 0, sizeof(float) * (P - (size_t)T));
+/* Zeroes the columns [T, P) of the ch rows of each of X positions so sums over padded columns
+ * add nothing. */
+INLINE void zero_tail(float *a, int X, int ch, int T, size_t P) {
+    for (int x = 0; x < X; x++)
+        for (int r = 0; r < ch; r++) memset(a + x * xstride(ch, P) + (size_t)r * P + T, 0, sizeof(float) * (P - (size_t)T));
 }
 
 /*
@@ -507,7 +516,7 @@ INLINE void forward_impl(const float *x, int n, int cin, int h, int w, const flo
     int per = forward_images(g, cin, cout), B = 16 * block_vectors(cin);
     size_t plane = (size_t)h * w, BP = block_pitch(g, cin), rbs = 8 * g.rb;
     float *stage = scratch, *rin = stage + stage_floats(g), *rout = rin + (size_t)per * cin * rbs;
-    float *u = rout + (size_t)per * cout * rbs, *m = u + (size_t)16 * cin * BP;
+    float *u = rout + (size_t)per * cout * rbs, *m = u + 16 * xstride(cin, BP);
     for (int n0 = 0; n0 < n; n0 += per) {
         int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
         for (int i = 0; i < k; i++)
@@ -519,13 +528,13 @@ INLINE void forward_impl(const float *x, int n, int cin, int h, int w, const flo
                 int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
                 for (int c = 0; c < cin; c++)
                     in_cols(rin + ((size_t)i * cin + c) * rbs, g, a - i * g.tiles, b - i * g.tiles,
-                            u + (size_t)c * BP + (a - t0), (size_t)cin * BP);
+                            u + (size_t)c * BP + (a - t0), xstride(cin, BP));
             }
             fgemm(16, FV, u, wt, cin, cout, t1 - t0, BP, m);
             for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
                 int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
                 for (int o = 0; o < cout; o++)
-                    out_cols(m + (size_t)o * BP + (a - t0), (size_t)cout * BP, g, a - i * g.tiles, b - i * g.tiles,
+                    out_cols(m + (size_t)o * BP + (a - t0), xstride(cout, BP), g, a - i * g.tiles, b - i * g.tiles,
                              rout + ((size_t)i * cout + o) * rbs);
             }
         }
@@ -541,22 +550,22 @@ INLINE void wgrad_impl(const float *x, const float *dy, int n, int cin, int h, i
     wgeom g = make_wgeom(h, w);
     int per = wgrad_images(cin, cout, g, 16);
     size_t P = pitch(g, per), plane = (size_t)h * w;
-    float *stage = scratch, *rb = stage + stage_floats(g), *u = rb + 8 * g.rb, *v = u + (size_t)16 * cin * P;
+    float *stage = scratch, *rb = stage + stage_floats(g), *u = rb + 8 * g.rb, *v = u + 16 * xstride(cin, P);
     memset(z, 0, sizeof(float) * 16 * (size_t)cin * cout);
     for (int n0 = 0; n0 < n; n0 += per) {
         int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
         for (int i = 0; i < k; i++) {
             for (int c = 0; c < cin; c++) {
                 in_rows(x + ((size_t)(n0 + i) * cin + c) * plane, g, stage, rb);
-                in_cols(rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)i * g.tiles, (size_t)cin * P);
+                in_cols(rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)i * g.tiles, xstride(cin, P));
             }
             for (int o = 0; o < cout; o++) {
                 grad_rows(dy + ((size_t)(n0 + i) * cout + o) * plane, g, stage, rb);
-                grad_cols(rb, g, v + (size_t)o * P + (size_t)i * g.tiles, (size_t)cout * P);
+                grad_cols(rb, g, v + (size_t)o * P + (size_t)i * g.tiles, xstride(cout, P));
             }
         }
-        zero_tail(u, 16 * cin, T, P);
-        zero_tail(v, 16 * cout, T, P);
+        zero_tail(u, 16, cin, T, P);
+        zero_tail(v, 16, cout, T, P);
         wgemm(16, v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
     }
 }
@@ -598,8 +607,8 @@ static int forward_images4(wgeom g, int cin, int cout) {
 
 static size_t forward_floats4(int cin, int cout, wgeom g) {
     size_t per = (size_t)forward_images4(g, cin, cout);
-    return stage_floats4(g) + per * (size_t)(cin + cout) * RB4 * g.rb + (size_t)36 * (cin + cout) * block_pitch4(g) +
-           64;
+    size_t bp = block_pitch4(g);
+    return stage_floats4(g) + per * (size_t)(cin + cout) * RB4 * g.rb + 36 * (xstride(cin, bp) + xstride(cout, bp)) + 64;
 }
 
 void tk_wino4_weights(const float *weight, int cout, int cin, int flip, float *wt) {
@@ -794,7 +803,7 @@ INLINE void forward4_impl(const float *x, int n, int cin, int h, int w, const fl
     int per = forward_images4(g, cin, cout), B = 16 * F4V, packed = packed4(g);
     size_t plane = (size_t)h * w, BP = block_pitch4(g), rbs = RB4 * g.rb;
     float *stage = scratch, *rin = stage + stage_floats4(g), *rout = rin + (size_t)per * cin * rbs;
-    float *u = rout + (size_t)per * cout * rbs, *m = u + (size_t)36 * cin * BP;
+    float *u = rout + (size_t)per * cout * rbs, *m = u + 36 * xstride(cin, BP);
     for (int n0 = 0; n0 < n; n0 += per) {
         int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
         for (int i = 0; i < k; i++)
@@ -807,13 +816,13 @@ INLINE void forward4_impl(const float *x, int n, int cin, int h, int w, const fl
                 int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
                 for (int c = 0; c < cin; c++)
                     in_cols4(rin + ((size_t)i * cin + c) * rbs, g, a - i * g.tiles, b - i * g.tiles,
-                             u + (size_t)c * BP + (a - t0), (size_t)cin * BP);
+                             u + (size_t)c * BP + (a - t0), xstride(cin, BP));
             }
             fgemm(36, F4V, u, wt, cin, cout, t1 - t0, BP, m);
             for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
                 int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
                 for (int o = 0; o < cout; o++)
-                    out_cols4(m + (size_t)o * BP + (a - t0), (size_t)cout * BP, g, a - i * g.tiles, b - i * g.tiles,
+                    out_cols4(m + (size_t)o * BP + (a - t0), xstride(cout, BP), g, a - i * g.tiles, b - i * g.tiles,
                               rout + ((size_t)i * cout + o) * rbs);
             }
         }
@@ -827,8 +836,8 @@ INLINE void forward4_impl(const float *x, int n, int cin, int h, int w, const fl
 /* ---- F(4×4, 3×3) weight gradient: Σ_tiles Gᵀ[(A dy Aᵀ) ⊙ (Bᵀ d B)]G, as wgrad_impl ---- */
 
 static size_t wgrad_floats4(int cin, int cout, wgeom g) {
-    return stage_floats4(g) + RB4 * g.rb + (size_t)36 * (size_t)(cin + cout) * pitch(g, wgrad_images(cin, cout, g, 36)) +
-           64;
+    size_t p = pitch(g, wgrad_images(cin, cout, g, 36));
+    return stage_floats4(g) + RB4 * g.rb + 36 * (xstride(cin, p) + xstride(cout, p)) + 64;
 }
 
 /* A e for four vectors → six (A = (Aᵀ)ᵀ, 6×4). */
@@ -890,7 +899,7 @@ INLINE void wgrad4_impl(const float *x, const float *dy, int n, int cin, int h, 
     wgeom g = make_wgeom4(h, w);
     int per = wgrad_images(cin, cout, g, 36), packed = packed4(g);
     size_t P = pitch(g, per), plane = (size_t)h * w;
-    float *stage = scratch, *rb = stage + stage_floats4(g), *u = rb + RB4 * g.rb, *v = u + (size_t)36 * cin * P;
+    float *stage = scratch, *rb = stage + stage_floats4(g), *u = rb + RB4 * g.rb, *v = u + 36 * xstride(cin, P);
     memset(z, 0, sizeof(float) * 36 * (size_t)cin * cout);
     for (int n0 = 0; n0 < n; n0 += per) {
         int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
@@ -898,15 +907,15 @@ INLINE void wgrad4_impl(const float *x, const float *dy, int n, int cin, int h, 
             for (int c = 0; c < cin; c++) {
                 const float *xp = x + ((size_t)(n0 + i) * cin + c) * plane;
                 if (packed) in_rows4_packed(xp, g, rb); else in_rows4(xp, g, stage, rb);
-                in_cols4(rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)i * g.tiles, (size_t)cin * P);
+                in_cols4(rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)i * g.tiles, xstride(cin, P));
             }
             for (int o = 0; o < cout; o++) {
                 grad_rows4(dy + ((size_t)(n0 + i) * cout + o) * plane, g, packed, stage, rb);
-                grad_cols4(rb, g, v + (size_t)o * P + (size_t)i * g.tiles, (size_t)cout * P);
+                grad_cols4(rb, g, v + (size_t)o * P + (size_t)i * g.tiles, xstride(cout, P));
             }
         }
-        zero_tail(u, 36 * cin, T, P);
-        zero_tail(v, 36 * cout, T, P);
+        zero_tail(u, 36, cin, T, P);
+        zero_tail(v, 36, cout, T, P);
         wgemm(36, v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
     }
 }
@@ -1018,7 +1027,8 @@ INLINE void grad_rows8(const float *dy, size_t is, int k, wgeom g, float *rbp) {
 }
 
 static size_t forward_floats8(int cin, int cout, wgeom g) {
-    return (size_t)(cin + cout) * RB4 * g.rb + (size_t)36 * (cin + cout) * block_pitch4(g) + 64;
+    size_t bp = block_pitch4(g);
+    return (size_t)(cin + cout) * RB4 * g.rb + 36 * (xstride(cin, bp) + xstride(cout, bp)) + 64;
 }
 
 /* Forward pass on planes 8 wide, an octet of images at a time: row passes of its cin channels,
@@ -1029,16 +1039,16 @@ INLINE void forward8_impl(const float *x, int n, int cin, int h, const float *wt
     wgeom g = make_wgeom8(h);
     int B = 16 * F4V;
     size_t plane = (size_t)h * 8, BP = block_pitch4(g), rbs = RB4 * g.rb;
-    float *rin = scratch, *rout = rin + (size_t)cin * rbs, *u = rout + (size_t)cout * rbs, *m = u + (size_t)36 * cin * BP;
+    float *rin = scratch, *rout = rin + (size_t)cin * rbs, *u = rout + (size_t)cout * rbs, *m = u + 36 * xstride(cin, BP);
     for (int n0 = 0; n0 < n; n0 += 8) {
         int k = n - n0 < 8 ? n - n0 : 8, T = g.tiles;
         for (int c = 0; c < cin; c++)
             in_rows8(x + ((size_t)n0 * cin + c) * plane, (size_t)cin * plane, k, g, rin + (size_t)c * rbs);
         for (int t0 = 0; t0 < T; t0 += B) {
             int t1 = T - t0 < B ? T : t0 + B;
-            for (int c = 0; c < cin; c++) in_cols4(rin + (size_t)c * rbs, g, t0, t1, u + (size_t)c * BP, (size_t)cin * BP);
+            for (int c = 0; c < cin; c++) in_cols4(rin + (size_t)c * rbs, g, t0, t1, u + (size_t)c * BP, xstride(cin, BP));
             fgemm(36, F4V, u, wt, cin, cout, t1 - t0, BP, m);
-            for (int o = 0; o < cout; o++) out_cols4(m + (size_t)o * BP, (size_t)cout * BP, g, t0, t1, rout + (size_t)o * rbs);
+            for (int o = 0; o < cout; o++) out_cols4(m + (size_t)o * BP, xstride(cout, BP), g, t0, t1, rout + (size_t)o * rbs);
         }
         for (int o = 0; o < cout; o++)
             out_rows8(rout + (size_t)o * rbs, g, y + ((size_t)n0 * cout + o) * plane, (size_t)cout * plane, k);
@@ -1056,7 +1066,8 @@ static int wgrad_octets8(int cin, int cout, wgeom g) {
 }
 
 static size_t wgrad_floats8(int cin, int cout, wgeom g) {
-    return RB4 * g.rb + (size_t)36 * (size_t)(cin + cout) * g.tiles * wgrad_octets8(cin, cout, g) + 64;
+    size_t p = (size_t)g.tiles * wgrad_octets8(cin, cout, g);
+    return RB4 * g.rb + 36 * (xstride(cin, p) + xstride(cout, p)) + 64;
 }
 
 /* Weight gradient on planes 8 wide: U and V of a group's octets, then the 36 products summed over
@@ -1065,7 +1076,7 @@ INLINE void wgrad8_impl(const float *x, const float *dy, int n, int cin, int h, 
     wgeom g = make_wgeom8(h);
     int G = wgrad_octets8(cin, cout, g);
     size_t P = (size_t)G * g.tiles, plane = (size_t)h * 8;
-    float *rb = scratch, *u = rb + RB4 * g.rb, *v = u + (size_t)36 * cin * P;
+    float *rb = scratch, *u = rb + RB4 * g.rb, *v = u + 36 * xstride(cin, P);
     memset(z, 0, sizeof(float) * 36 * (size_t)cin * cout);
     for (int n0 = 0; n0 < n; n0 += 8 * G) {
         int oct = 0;
@@ -1073,11 +1084,11 @@ INLINE void wgrad8_impl(const float *x, const float *dy, int n, int cin, int h, 
             int k = n - i0 < 8 ? n - i0 : 8;
             for (int c = 0; c < cin; c++) {
                 in_rows8(x + ((size_t)i0 * cin + c) * plane, (size_t)cin * plane, k, g, rb);
-                in_cols4(rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)oct * g.tiles, (size_t)cin * P);
+                in_cols4(rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)oct * g.tiles, xstride(cin, P));
             }
             for (int o = 0; o < cout; o++) {
                 grad_rows8(dy + ((size_t)i0 * cout + o) * plane, (size_t)cout * plane, k, g, rb);
-                grad_cols4(rb, g, v + (size_t)o * P + (size_t)oct * g.tiles, (size_t)cout * P);
+                grad_cols4(rb, g, v + (size_t)o * P + (size_t)oct * g.tiles, xstride(cout, P));
             }
         }
         wgemm(36, v, u, cout, cin, oct * g.tiles, P, z);
