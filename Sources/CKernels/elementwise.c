@@ -101,7 +101,7 @@ INLINE void bn_sums(const float *dy, const float *x, const float *y, long runs, 
                     float lo, float s, float g, float b, const int mask, double sums[2]) {
     d8 a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0};
     double t1 = 0, t2 = 0;
-    for (long k = 0; k < runs; k++, dy += stride, x += stride, y += stride) {
+    for (long k = 0; k < runs; k++, dy += stride, x += stride, y = y ? y + stride : y) {
         long i = 0;
         for (; i + LANES <= P; i += LANES) {
             f16 h = ((LD16(x + i) - hi) - lo) * s, d = LD16(dy + i);
@@ -125,7 +125,7 @@ CLONES void tk_bn_backward_sums(const float *dy, const float *x, const float *y,
 
 INLINE void bn_dx(const float *dy, const float *x, const float *y, float *dx, long runs, long P, long stride, float hi,
                   float lo, float s, float g, float b, const int mask, float k, float a, float c) {
-    for (long r = 0; r < runs; r++, dy += stride, x += stride, y += stride, dx += stride)
+    for (long r = 0; r < runs; r++, dy += stride, x += stride, y = y ? y + stride : y, dx += stride)
         for (long i = 0; i < P; i++) dx[i] = k * ((D(i) - a) - H(i) * c);
 }
 

@@ -134,7 +134,8 @@ void tk_bn_forward(const float *x, const float *r, float *y, long runs, long P, 
                    float s, float g, float b, int relu);
 /* Backward through it, from x again (h recomputed bit for bit): with d = dy (mask 0), dy where
  * g·h + b > 0 (mask 1: the ReLU of a run without r), or dy where y > 0 (mask 2: y the forward's
- * output), sums[0] = Σd and sums[1] = Σd·h accumulated in double; y is read only for mask 2. */
+ * output), sums[0] = Σd and sums[1] = Σd·h accumulated in double; y is read only for mask 2
+ * (NULL otherwise is fine). */
 void tk_bn_backward_sums(const float *dy, const float *x, const float *y, long runs, long P, long stride, float hi,
                          float lo, float s, float g, float b, int mask, double sums[2]);
 /* dx = k·((d − a) − h·c), d and h as in tk_bn_backward_sums. */
