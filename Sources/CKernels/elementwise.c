@@ -22,13 +22,6 @@ CLONES void tk_add(const float *a, const float *b, float *out, long n) {
     for (long i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-CLONES void tk_add_relu(const float *a, const float *b, float *out, long n) {
-    for (long i = 0; i < n; i++) {
-        float v = a[i] + b[i];
-        out[i] = v > 0 ? v : 0;
-    }
-}
-
 enum { LANES = 16 };
 
 /*

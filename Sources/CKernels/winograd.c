@@ -505,71 +505,6 @@ INLINE void zero_tail(float *a, int X, int ch, int T, size_t P) {
         for (int r = 0; r < ch; r++) memset(a + x * xstride(ch, P) + (size_t)r * P + T, 0, sizeof(float) * (P - (size_t)T));
 }
 
-/*
- * Forward pass, a group of images at a time: row passes of all its input planes, then blocks of
- * block_vectors(cin)·16 tiles, each taken through the column pass, the 16 products and the output column pass
- * while its U and M stay in L1, then the output row passes.
- */
-INLINE void forward_impl(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
-                         float *scratch) {
-    wgeom g = make_wgeom(h, w);
-    int per = forward_images(g, cin, cout), B = 16 * block_vectors(cin);
-    size_t plane = (size_t)h * w, BP = block_pitch(g, cin), rbs = 8 * g.rb;
-    float *stage = scratch, *rin = stage + stage_floats(g), *rout = rin + (size_t)per * cin * rbs;
-    float *u = rout + (size_t)per * cout * rbs, *m = u + 16 * xstride(cin, BP);
-    for (int n0 = 0; n0 < n; n0 += per) {
-        int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
-        for (int i = 0; i < k; i++)
-            for (int c = 0; c < cin; c++) in_rows(x + ((size_t)(n0 + i) * cin + c) * plane, g, stage, rin + ((size_t)i * cin + c) * rbs);
-        for (int t0 = 0; t0 < T; t0 += B) {
-            int t1 = T - t0 < B ? T : t0 + B;
-            /* images' segments of the block, in order: each one's vector tail is overwritten by the next */
-            for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
-                int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
-                for (int c = 0; c < cin; c++)
-                    in_cols(rin + ((size_t)i * cin + c) * rbs, g, a - i * g.tiles, b - i * g.tiles,
-                            u + (size_t)c * BP + (a - t0), xstride(cin, BP));
-            }
-            fgemm(16, FV, u, wt, cin, cout, t1 - t0, BP, m);
-            for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
-                int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
-                for (int o = 0; o < cout; o++)
-                    out_cols(m + (size_t)o * BP + (a - t0), xstride(cout, BP), g, a - i * g.tiles, b - i * g.tiles,
-                             rout + ((size_t)i * cout + o) * rbs);
-            }
-        }
-        for (int i = 0; i < k; i++)
-            for (int o = 0; o < cout; o++) out_rows(rout + ((size_t)i * cout + o) * rbs, g, stage, y + ((size_t)(n0 + i) * cout + o) * plane);
-    }
-}
-
-/* Weight gradient, a group of images at a time: U and V of the whole group, then the 16 products
- * summed over all its tiles. */
-INLINE void wgrad_impl(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
-                       float *scratch) {
-    wgeom g = make_wgeom(h, w);
-    int per = wgrad_images(cin, cout, g, 16);
-    size_t P = pitch(g, per), plane = (size_t)h * w;
-    float *stage = scratch, *rb = stage + stage_floats(g), *u = rb + 8 * g.rb, *v = u + 16 * xstride(cin, P);
-    memset(z, 0, sizeof(float) * 16 * (size_t)cin * cout);
-    for (int n0 = 0; n0 < n; n0 += per) {
-        int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
-        for (int i = 0; i < k; i++) {
-            for (int c = 0; c < cin; c++) {
-                in_rows(x + ((size_t)(n0 + i) * cin + c) * plane, g, stage, rb);
-                in_cols(rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)i * g.tiles, xstride(cin, P));
-            }
-            for (int o = 0; o < cout; o++) {
-                grad_rows(dy + ((size_t)(n0 + i) * cout + o) * plane, g, stage, rb);
-                grad_cols(rb, g, v + (size_t)o * P + (size_t)i * g.tiles, xstride(cout, P));
-            }
-        }
-        zero_tail(u, 16, cin, T, P);
-        zero_tail(v, 16, cout, T, P);
-        wgemm(16, v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
-    }
-}
-
 /* ---- F(4×4, 3×3) ----
  *
  * 4×4 output tiles from 6×6 input tiles, 36 products per input channel instead of 144, with
@@ -796,44 +731,7 @@ INLINE void out_rows4_packed(const float *sbp, wgeom g, float *y) {
 /* Planes whose rows the packed row passes take: 16 or 32 wide. */
 static int packed4(wgeom g) { return g.w == 16 || g.w == 32; }
 
-/* Forward pass with F(4×4, 3×3): as forward_impl, 36 products per block. */
-INLINE void forward4_impl(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
-                          float *scratch) {
-    wgeom g = make_wgeom4(h, w);
-    int per = forward_images4(g, cin, cout), B = 16 * F4V, packed = packed4(g);
-    size_t plane = (size_t)h * w, BP = block_pitch4(g), rbs = RB4 * g.rb;
-    float *stage = scratch, *rin = stage + stage_floats4(g), *rout = rin + (size_t)per * cin * rbs;
-    float *u = rout + (size_t)per * cout * rbs, *m = u + 36 * xstride(cin, BP);
-    for (int n0 = 0; n0 < n; n0 += per) {
-        int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
-        for (int i = 0; i < k; i++)
-            for (int c = 0; c < cin; c++)
-                if (packed) in_rows4_packed(x + ((size_t)(n0 + i) * cin + c) * plane, g, rin + ((size_t)i * cin + c) * rbs);
-                else in_rows4(x + ((size_t)(n0 + i) * cin + c) * plane, g, stage, rin + ((size_t)i * cin + c) * rbs);
-        for (int t0 = 0; t0 < T; t0 += B) {
-            int t1 = T - t0 < B ? T : t0 + B;
-            for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
-                int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
-                for (int c = 0; c < cin; c++)
-                    in_cols4(rin + ((size_t)i * cin + c) * rbs, g, a - i * g.tiles, b - i * g.tiles,
-                             u + (size_t)c * BP + (a - t0), xstride(cin, BP));
-            }
-            fgemm(36, F4V, u, wt, cin, cout, t1 - t0, BP, m);
-            for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
-                int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
-                for (int o = 0; o < cout; o++)
-                    out_cols4(m + (size_t)o * BP + (a - t0), xstride(cout, BP), g, a - i * g.tiles, b - i * g.tiles,
-                              rout + ((size_t)i * cout + o) * rbs);
-            }
-        }
-        for (int i = 0; i < k; i++)
-            for (int o = 0; o < cout; o++)
-                if (packed) out_rows4_packed(rout + ((size_t)i * cout + o) * rbs, g, y + ((size_t)(n0 + i) * cout + o) * plane);
-                else out_rows4(rout + ((size_t)i * cout + o) * rbs, g, stage, y + ((size_t)(n0 + i) * cout + o) * plane);
-    }
-}
-
-/* ---- F(4×4, 3×3) weight gradient: Σ_tiles Gᵀ[(A dy Aᵀ) ⊙ (Bᵀ d B)]G, as wgrad_impl ---- */
+/* ---- F(4×4, 3×3) weight gradient: Σ_tiles Gᵀ[(A dy Aᵀ) ⊙ (Bᵀ d B)]G, as F(2×2, 3×3)'s ---- */
 
 static size_t wgrad_floats4(int cin, int cout, wgeom g) {
     size_t p = pitch(g, wgrad_images(cin, cout, g, 36));
@@ -894,32 +792,6 @@ INLINE void grad_cols4(const float *rbp, wgeom g, float *v, size_t xs) {
     }
 }
 
-INLINE void wgrad4_impl(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
-                        float *scratch) {
-    wgeom g = make_wgeom4(h, w);
-    int per = wgrad_images(cin, cout, g, 36), packed = packed4(g);
-    size_t P = pitch(g, per), plane = (size_t)h * w;
-    float *stage = scratch, *rb = stage + stage_floats4(g), *u = rb + RB4 * g.rb, *v = u + 36 * xstride(cin, P);
-    memset(z, 0, sizeof(float) * 36 * (size_t)cin * cout);
-    for (int n0 = 0; n0 < n; n0 += per) {
-        int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
-        for (int i = 0; i < k; i++) {
-            for (int c = 0; c < cin; c++) {
-                const float *xp = x + ((size_t)(n0 + i) * cin + c) * plane;
-                if (packed) in_rows4_packed(xp, g, rb); else in_rows4(xp, g, stage, rb);
-                in_cols4(rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)i * g.tiles, xstride(cin, P));
-            }
-            for (int o = 0; o < cout; o++) {
-                grad_rows4(dy + ((size_t)(n0 + i) * cout + o) * plane, g, packed, stage, rb);
-                grad_cols4(rb, g, v + (size_t)o * P + (size_t)i * g.tiles, xstride(cout, P));
-            }
-        }
-        zero_tail(u, 36, cin, T, P);
-        zero_tail(v, 36, cout, T, P);
-        wgemm(36, v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
-    }
-}
-
 void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight) {
     /* dweight[co][ci] += Gᵀ z[·][co][ci] G, Gᵀ rows (¼, −⅙, −⅙, 1⁄24, 1⁄24, 0), (0, −⅙, ⅙, 1⁄12, −1⁄12, 0),
      * (0, −⅙, −⅙, ⅙, ⅙, 1) */
@@ -940,6 +812,108 @@ void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight) {
             o[i * 3 + 1] += (c - b) * (1.0f / 6) + (d - e) * (1.0f / 12);
             o[i * 3 + 2] += (d + e - b - c) * (1.0f / 6) + f;
         }
+    }
+}
+
+/* ---- both tile sizes: F = 2 for F(2×2, 3×3), 4 for F(4×4, 3×3) (a constant after inlining) ---- */
+
+INLINE void rows_in(const int F, int packed, const float *x, wgeom g, float *stage, float *rbp) {
+    if (F == 2) in_rows(x, g, stage, rbp);
+    else if (packed) in_rows4_packed(x, g, rbp);
+    else in_rows4(x, g, stage, rbp);
+}
+
+INLINE void cols_in(const int F, const float *rbp, wgeom g, int t0, int t1, float *u, size_t xs) {
+    if (F == 2) in_cols(rbp, g, t0, t1, u, xs); else in_cols4(rbp, g, t0, t1, u, xs);
+}
+
+INLINE void cols_out(const int F, const float *m, size_t xs, wgeom g, int t0, int t1, float *sbp) {
+    if (F == 2) out_cols(m, xs, g, t0, t1, sbp); else out_cols4(m, xs, g, t0, t1, sbp);
+}
+
+INLINE void rows_out(const int F, int packed, const float *sbp, wgeom g, float *stage, float *y) {
+    if (F == 2) out_rows(sbp, g, stage, y);
+    else if (packed) out_rows4_packed(sbp, g, y);
+    else out_rows4(sbp, g, stage, y);
+}
+
+INLINE void rows_grad(const int F, int packed, const float *dy, wgeom g, float *stage, float *rbp) {
+    if (F == 2) grad_rows(dy, g, stage, rbp); else grad_rows4(dy, g, packed, stage, rbp);
+}
+
+INLINE void cols_grad(const int F, const float *rbp, wgeom g, float *v, size_t xs) {
+    if (F == 2) grad_cols(rbp, g, v, xs); else grad_cols4(rbp, g, v, xs);
+}
+
+/*
+ * Forward pass, a group of images at a time: row passes of all its input planes, then blocks of
+ * tiles (16·block_vectors(cin) for F(2×2, 3×3), 16·F4V for F(4×4, 3×3)), each taken through the
+ * column pass, the 16 or 36 products and the output column pass while its U and M stay in cache,
+ * then the output row passes. F(4×4, 3×3) takes rows 16 or 32 wide packed.
+ */
+INLINE void forward_tiles(const int F, const float *x, int n, int cin, int h, int w, const float *wt, int cout,
+                          float *y, float *scratch) {
+    const int X = F == 4 ? 36 : 16;
+    wgeom g = F == 4 ? make_wgeom4(h, w) : make_wgeom(h, w);
+    int per = F == 4 ? forward_images4(g, cin, cout) : forward_images(g, cin, cout);
+    int B = 16 * (F == 4 ? F4V : block_vectors(cin)), packed = F == 4 && packed4(g);
+    size_t plane = (size_t)h * w, BP = F == 4 ? block_pitch4(g) : block_pitch(g, cin), rbs = (F == 4 ? RB4 : 8) * g.rb;
+    float *stage = scratch, *rin = stage + (F == 4 ? stage_floats4(g) : stage_floats(g));
+    float *rout = rin + (size_t)per * cin * rbs, *u = rout + (size_t)per * cout * rbs, *m = u + X * xstride(cin, BP);
+    for (int n0 = 0; n0 < n; n0 += per) {
+        int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
+        for (int i = 0; i < k; i++)
+            for (int c = 0; c < cin; c++)
+                rows_in(F, packed, x + ((size_t)(n0 + i) * cin + c) * plane, g, stage, rin + ((size_t)i * cin + c) * rbs);
+        for (int t0 = 0; t0 < T; t0 += B) {
+            int t1 = T - t0 < B ? T : t0 + B;
+            /* images' segments of the block, in order: each one's vector tail is overwritten by the next */
+            for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
+                int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
+                for (int c = 0; c < cin; c++)
+                    cols_in(F, rin + ((size_t)i * cin + c) * rbs, g, a - i * g.tiles, b - i * g.tiles,
+                            u + (size_t)c * BP + (a - t0), xstride(cin, BP));
+            }
+            fgemm(X, F == 4 ? F4V : FV, u, wt, cin, cout, t1 - t0, BP, m);
+            for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
+                int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
+                for (int o = 0; o < cout; o++)
+                    cols_out(F, m + (size_t)o * BP + (a - t0), xstride(cout, BP), g, a - i * g.tiles, b - i * g.tiles,
+                             rout + ((size_t)i * cout + o) * rbs);
+            }
+        }
+        for (int i = 0; i < k; i++)
+            for (int o = 0; o < cout; o++)
+                rows_out(F, packed, rout + ((size_t)i * cout + o) * rbs, g, stage, y + ((size_t)(n0 + i) * cout + o) * plane);
+    }
+}
+
+/* Weight gradient, a group of images at a time: U and V of the whole group, then the 16 or 36
+ * products summed over all its tiles. */
+INLINE void wgrad_tiles(const int F, const float *x, const float *dy, int n, int cin, int h, int w, int cout,
+                        float *z, float *scratch) {
+    const int X = F == 4 ? 36 : 16;
+    wgeom g = F == 4 ? make_wgeom4(h, w) : make_wgeom(h, w);
+    int per = wgrad_images(cin, cout, g, X), packed = F == 4 && packed4(g);
+    size_t P = pitch(g, per), plane = (size_t)h * w;
+    float *stage = scratch, *rb = stage + (F == 4 ? stage_floats4(g) : stage_floats(g));
+    float *u = rb + (F == 4 ? RB4 : 8) * g.rb, *v = u + X * xstride(cin, P);
+    memset(z, 0, sizeof(float) * X * (size_t)cin * cout);
+    for (int n0 = 0; n0 < n; n0 += per) {
+        int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
+        for (int i = 0; i < k; i++) {
+            for (int c = 0; c < cin; c++) {
+                rows_in(F, packed, x + ((size_t)(n0 + i) * cin + c) * plane, g, stage, rb);
+                cols_in(F, rb, g, 0, g.tiles, u + (size_t)c * P + (size_t)i * g.tiles, xstride(cin, P));
+            }
+            for (int o = 0; o < cout; o++) {
+                rows_grad(F, packed, dy + ((size_t)(n0 + i) * cout + o) * plane, g, stage, rb);
+                cols_grad(F, rb, g, v + (size_t)o * P + (size_t)i * g.tiles, xstride(cout, P));
+            }
+        }
+        zero_tail(u, X, cin, T, P);
+        zero_tail(v, X, cout, T, P);
+        wgemm(X, v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
     }
 }
 
@@ -1118,19 +1092,19 @@ size_t tk_wino4_wgrad_scratch(int cin, int cout, int h, int w) {
 
 AVX512 static void forward_avx512(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
                                   float *s) {
-    forward_impl(x, n, cin, h, w, wt, cout, y, s);
+    forward_tiles(2, x, n, cin, h, w, wt, cout, y, s);
 }
 PORTABLE_W static void forward_portable(const float *x, int n, int cin, int h, int w, const float *wt, int cout,
                                         float *y, float *s) {
-    forward_impl(x, n, cin, h, w, wt, cout, y, s);
+    forward_tiles(2, x, n, cin, h, w, wt, cout, y, s);
 }
 AVX512 static void wgrad_avx512(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
                                 float *s) {
-    wgrad_impl(x, dy, n, cin, h, w, cout, z, s);
+    wgrad_tiles(2, x, dy, n, cin, h, w, cout, z, s);
 }
 PORTABLE_W static void wgrad_portable(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
                                       float *z, float *s) {
-    wgrad_impl(x, dy, n, cin, h, w, cout, z, s);
+    wgrad_tiles(2, x, dy, n, cin, h, w, cout, z, s);
 }
 
 void tk_wino_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
@@ -1148,12 +1122,12 @@ void tk_wino_wgrad(const float *x, const float *dy, int n, int cin, int h, int w
 AVX512 static void forward4_avx512(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
                                    float *s) {
     if (octets8(w)) forward8_impl(x, n, cin, h, wt, cout, y, s);
-    else forward4_impl(x, n, cin, h, w, wt, cout, y, s);
+    else forward_tiles(4, x, n, cin, h, w, wt, cout, y, s);
 }
 PORTABLE_W static void forward4_portable(const float *x, int n, int cin, int h, int w, const float *wt, int cout,
                                          float *y, float *s) {
     if (octets8(w)) forward8_impl(x, n, cin, h, wt, cout, y, s);
-    else forward4_impl(x, n, cin, h, w, wt, cout, y, s);
+    else forward_tiles(4, x, n, cin, h, w, wt, cout, y, s);
 }
 
 void tk_wino4_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
@@ -1164,12 +1138,12 @@ void tk_wino4_forward(const float *x, int n, int cin, int h, int w, const float 
 AVX512 static void wgrad4_avx512(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
                                  float *s) {
     if (octets8(w)) wgrad8_impl(x, dy, n, cin, h, cout, z, s);
-    else wgrad4_impl(x, dy, n, cin, h, w, cout, z, s);
+    else wgrad_tiles(4, x, dy, n, cin, h, w, cout, z, s);
 }
 PORTABLE_W static void wgrad4_portable(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
                                        float *z, float *s) {
     if (octets8(w)) wgrad8_impl(x, dy, n, cin, h, cout, z, s);
-    else wgrad4_impl(x, dy, n, cin, h, w, cout, z, s);
+    else wgrad_tiles(4, x, dy, n, cin, h, w, cout, z, s);
 }
 
 void tk_wino4_wgrad(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,

@@ -123,8 +123,6 @@ void tk_relu(const float *x, float *y, long n);
 void tk_relu_backward(const float *dy, const float *y, float *dx, long n);
 /* out = a + b */
 void tk_add(const float *a, const float *b, float *out, long n);
-/* out = max(a + b, 0) */
-void tk_add_relu(const float *a, const float *b, float *out, long n);
 /* Batch norm over one channel: `runs` runs of P values, `stride` floats apart (one per image).
  * sums[0] = Σx, sums[1] = Σx², accumulated in double. */
 void tk_bn_sums(const float *x, long runs, long P, long stride, double sums[2]);

@@ -98,7 +98,7 @@ public final class BatchNorm2d: Layer {
         let relu: Int32 = fusedReLU ? 1 : 0
         /// Normalizes channel c with mean[c] and invStd[c].
         func normalize(_ c: Int) {
-            let m = mean[c], hi = Float(m), lo = Float(m - Double(hi)), o = c * P
+            let (hi, lo) = meanSplit(c), o = c * P
             tk_bn_forward(xp + o, rp.map { $0 + o }, yp + o, N, P, C * P, hi, lo, Float(invStd[c]), gamma[c], beta[c], relu)
         }
         if mode == .inference {
@@ -148,6 +148,13 @@ public final class BatchNorm2d: Layer {
         return y
     }
 
+    /// Channel c's mean as two floats, hi + lo, so that x − mean stays accurate in float when the
+    /// mean is large relative to the spread.
+    private func meanSplit(_ c: Int) -> (Float, Float) {
+        let hi = Float(mean[c])
+        return (hi, Float(mean[c] - Double(hi)))
+    }
+
     /// The last forward's output (the mask of the ReLU when `fusedReLU`).
     public var output: Tensor { y }
 
@@ -166,7 +173,7 @@ public final class BatchNorm2d: Layer {
         let training = lastMode == .training
         /// Σdy and Σdy·x̂ of channel c into `stats` and the γ, β gradients.
         func sums(_ c: Int) {
-            let m = mean[c], hi = Float(m), lo = Float(m - Double(hi)), s = Float(invStd[c]), o = c * P
+            let (hi, lo) = meanSplit(c), s = Float(invStd[c]), o = c * P
             let (s1, s2) = Vec.pair {
                 tk_bn_backward_sums(dyp + o, xp + o, yp + o, N, P, C * P, hi, lo, s, gamma[c], beta[c], mask, $0)
             }
@@ -178,7 +185,7 @@ public final class BatchNorm2d: Layer {
         /// Training: dx = γ·σ⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), sums and n over the whole group.
         /// Inference: the statistics are constants, dx = γ·σ⁻¹·dy.
         func apply(_ c: Int) {
-            let m = mean[c], hi = Float(m), lo = Float(m - Double(hi)), s = Float(invStd[c])
+            let (hi, lo) = meanSplit(c), s = Float(invStd[c])
             let k = Float(Double(gamma[c]) * invStd[c])
             var mdy: Float = 0, mdyx: Float = 0
             if training {

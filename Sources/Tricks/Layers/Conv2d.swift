@@ -156,8 +156,9 @@ public final class Conv2d: Layer {
 
     /// Scratch for each of `workers` threads of the direct kernels (slots 0, 2, 3, …).
     private func directScratch(_ g: ConvGeometry, workers: Int) -> [UnsafeMutablePointer<Float>] {
-        let direct = tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride))
-        var count = direct
+        var count = usesDirectPointwise
+            ? tk_conv1x1_s2_scratch(Int32((g.n + workers - 1) / workers), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w))
+            : tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride))
         if winogradTile(g) == 2 || winogradWgradTile(g) == 2 {
             count = max(count, tk_wino_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
         }
@@ -173,8 +174,8 @@ public final class Conv2d: Layer {
     /// Threads for the direct kernels: as many as OpenBLAS uses, at most one per image.
     private func directWorkers(_ items: Int) -> Int { max(1, min(BLAS.threads, items)) }
 
-    /// Output (or, with `transposed`, input gradient) through the direct kernels, images split
-    /// over threads; every image is computed alone, so the thread count never changes a bit.
+    /// Output (or, with `transposed`, input gradient) through the direct kernels (3×3, or 1×1
+    /// stride 2), images split over threads; every image is computed alone, so the thread count never changes a bit.
     private func directPass(_ src: UnsafePointer<Float>, _ g: ConvGeometry, transposed: Bool,
                             _ dst: UnsafeMutablePointer<Float>) {
         let workers = directWorkers(g.n), scratch = directScratch(g, workers: workers)
@@ -193,6 +194,9 @@ public final class Conv2d: Layer {
             if tile != 0 {
                 let run = tile == 4 ? tk_wino4_forward : tk_wino_forward
                 run(s, Int32(n1 - n0), Int32(cin), Int32(g.h), Int32(g.w), transformed.data, Int32(cout), d, scratch[t])
+            } else if usesDirectPointwise {
+                let run = transposed ? tk_conv1x1_s2_backward_data : tk_conv1x1_s2_forward
+                run(s, Int32(n1 - n0), Int32(g.c), Int32(g.h), Int32(g.w), weight.value, Int32(outChannels), d, scratch[t])
             } else if transposed && stride == 2 {
                 tk_conv3x3_backward_data_s2(s, Int32(n1 - n0), Int32(g.c), Int32(g.h), Int32(g.w), weight.value,
                                             Int32(outChannels), d, scratch[t])
@@ -261,29 +265,6 @@ public final class Conv2d: Layer {
         finish(z, Int32(outChannels), Int32(g.c), weight.grad)
     }
 
-    /// Output (or, with `transposed`, input gradient) of a 1×1 stride-2 layer, images split over threads.
-    private func pointwisePass(_ src: UnsafePointer<Float>, _ g: ConvGeometry, transposed: Bool,
-                               _ dst: UnsafeMutablePointer<Float>) {
-        let workers = directWorkers(g.n)
-        let count = tk_conv1x1_s2_scratch(Int32((g.n + workers - 1) / workers), Int32(inChannels), Int32(outChannels),
-                                          Int32(g.h), Int32(g.w))
-        let scratch = (0..<workers).map { ws.scratch($0 == 0 ? 0 : $0 + 1, count: count) }
-        let (srcPlane, dstPlane) = transposed ? (g.oh * g.ow, g.h * g.w) : (g.h * g.w, g.oh * g.ow)
-        let (cin, cout) = transposed ? (outChannels, inChannels) : (inChannels, outChannels)
-        DispatchQueue.concurrentPerform(iterations: workers) { t in
-            let n0 = g.n * t / workers, n1 = g.n * (t + 1) / workers
-            guard n1 > n0 else { return }
-            let s = src + n0 * cin * srcPlane, d = dst + n0 * cout * dstPlane
-            if transposed {
-                tk_conv1x1_s2_backward_data(s, Int32(n1 - n0), Int32(inChannels), Int32(g.h), Int32(g.w), weight.value,
-                                            Int32(outChannels), d, scratch[t])
-            } else {
-                tk_conv1x1_s2_forward(s, Int32(n1 - n0), Int32(inChannels), Int32(g.h), Int32(g.w), weight.value,
-                                      Int32(outChannels), d, scratch[t])
-            }
-        }
-    }
-
     /// Images per GEMM: enough columns for an efficient GEMM, few enough that the
     /// unfolded chunk stays in cache. With one image per chunk no transposes are needed.
     public static var columnBudget = 1 << 18
@@ -314,12 +295,8 @@ public final class Conv2d: Layer {
         let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         y.resize([g.n, outChannels, g.oh, g.ow])
         if g.n == 0 || plane == 0 { return y }
-        if usesDirectKernel {
+        if usesDirectKernel || usesDirectPointwise {
             directPass(x.data, g, transposed: false, y.data)
-            return y
-        }
-        if usesDirectPointwise {
-            pointwisePass(x.data, g, transposed: false, y.data)
             return y
         }
         let col = ws.scratch(0, count: K * chunk * plane)
@@ -348,7 +325,7 @@ public final class Conv2d: Layer {
                                                                Int32(g.h), Int32(g.w)))
             tk_conv1x1_s2_backward_weight(x.data, dyT.data, Int32(g.n), Int32(inChannels), Int32(g.h), Int32(g.w),
                                           Int32(outChannels), weight.grad, s)
-            if needsInputGrad { pointwisePass(dyT.data, g, transposed: true, dx.data) }
+            if needsInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
             return dx
         }
         if usesDirectKernel {

@@ -22,12 +22,6 @@ enum Vec {
         Parallel.ranges(n) { lo, hi in tk_add(a + lo, b + lo, out + lo, hi - lo) }
     }
 
-    /// out = max(a + b, 0)
-    @inline(__always)
-    static func addReLU(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
-        Parallel.ranges(n) { lo, hi in tk_add_relu(a + lo, b + lo, out + lo, hi - lo) }
-    }
-
     /// The two sums a C kernel writes into `sums[0]`, `sums[1]`.
     @inline(__always)
     static func pair(_ kernel: (UnsafeMutablePointer<Double>) -> Void) -> (Double, Double) {
