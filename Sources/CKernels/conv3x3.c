@@ -7,24 +7,10 @@
 
 enum { KB = 8, PB = 48, WKB = 3, SLACK = 64, GROUP_FLOATS = 1 << 18 };
 
-static int force_portable = 0;
-
-/* The portable loops, also compiled for AVX2 + FMA and chosen at load time. */
-#if defined(__x86_64__) && defined(__clang__)
-#define PORTABLE __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
+/* The portable loops: plain C for the baseline of the target, the reference the vector
+ * versions are tested against. */
 #define PORTABLE
-#endif
-
-void tk_conv3x3_force_portable(int on) { force_portable = on; }
-
-int tk_conv3x3_uses_avx512(void) {
-#if defined(__x86_64__)
-    return !force_portable && __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
+#define AVX2 __attribute__((target("avx2,fma")))
 
 static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
@@ -226,12 +212,63 @@ static void block_avx512(const float *planes, int cin, geom g, const float *wb, 
     }
 }
 #undef BLOCK_TAPS
+
+/* AVX2 + FMA, 16 ymm registers: 4 of the block's 8 output channels × nv vectors of 8 positions
+ * (12 accumulators, 3 loaded input vectors, 1 broadcast weight). */
+AVX2 __attribute__((always_inline))
+static inline void tile_avx2(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr,
+                             size_t p0, int j0, int nv, const int taps) {
+    __m256 a[4][3];
+    for (int j = 0; j < 4; j++)
+        for (int v = 0; v < nv; v++) a[j][v] = _mm256_setzero_ps();
+    for (int i = 0; i < cin; i++) {
+        const float *src = planes + (size_t)i * g.plane + p0;
+        const float *wi = wb + (size_t)i * taps * KB + j0;
+        for (int t = 0; t < taps; t++) {
+            const float *s = src + g.offs[t];
+            __m256 x[3];
+            for (int v = 0; v < nv; v++) x[v] = _mm256_loadu_ps(s + 8 * v);
+            const float *wt = wi + t * KB;
+            for (int j = 0; j < 4; j++) {
+                __m256 b = _mm256_broadcast_ss(wt + j);
+                for (int v = 0; v < nv; v++) a[j][v] = _mm256_fmadd_ps(b, x[v], a[j][v]);
+            }
+        }
+    }
+    for (int j = 0; j < 4; j++)
+        for (int v = 0; v < nv; v++) _mm256_storeu_ps(out + (size_t)(j0 + j) * lr + p0 + 8 * v, a[j][v]);
+}
+
+/* Tiles of 24 positions and a last tile of 8 or 16, each for both halves of the block. */
+#define BLOCK_TAPS2(T)                                                                                   \
+    {                                                                                                    \
+        for (size_t p0 = 0; p0 < full; p0 += 24)                                                         \
+            for (int j0 = 0; j0 < KB; j0 += 4) tile_avx2(planes, cin, g, wb, out, lr, p0, j0, 3, T);      \
+        for (int j0 = 0; j0 < KB; j0 += 4) {                                                             \
+            if (vectors % 3 == 2) tile_avx2(planes, cin, g, wb, out, lr, full, j0, 2, T);                \
+            if (vectors % 3 == 1) tile_avx2(planes, cin, g, wb, out, lr, full, j0, 1, T);                \
+        }                                                                                                \
+    }
+AVX2 static void block_avx2(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
+    size_t vectors = (g.len + 7) / 8, full = vectors / 3 * 24;
+    switch (g.taps) {
+    case 1: BLOCK_TAPS2(1) break;
+    case 2: BLOCK_TAPS2(2) break;
+    case 4: BLOCK_TAPS2(4) break;
+    default: BLOCK_TAPS2(9) break;
+    }
+}
+#undef BLOCK_TAPS2
 #endif
 
-/* One block through the AVX-512 kernel where the CPU has it, else the portable one. */
+/* One block through the kernel of the instruction set in use. */
 static void run_block(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
 #if defined(__x86_64__)
-    if (tk_conv3x3_uses_avx512()) { block_avx512(planes, cin, g, wb, out, lr); return; }
+    switch (tk_isa()) {
+    case TK_ISA_AVX512: block_avx512(planes, cin, g, wb, out, lr); return;
+    case TK_ISA_AVX2: block_avx2(planes, cin, g, wb, out, lr); return;
+    default: break;
+    }
 #endif
     block_portable(planes, cin, g, wb, out, lr);
 }
@@ -391,6 +428,42 @@ static void wgrad_avx512(const float *planes, const float *grads, int group, int
 #undef WG_DECL
 #undef WG_TAP
 #undef WG_SUM
+
+/* The 8 lanes of v added in order. */
+AVX2 static inline float lanes8(__m256 v) {
+    float l[8], t = 0;
+    _mm256_storeu_ps(l, v);
+    for (int j = 0; j < 8; j++) t += l[j];
+    return t;
+}
+
+/* AVX2 + FMA: one row of taps (dy = 0, 1, 2) at a time, 3 output channels × 3 taps = 9
+ * accumulators, 3 gradient rows and a plane vector in the 16 ymm registers. */
+AVX2 static void wgrad_avx2(const float *planes, const float *grads, int group, int cin, int kpad, geom g,
+                            size_t lr, int i, int k0, double acc[WKB][9]) {
+    for (int dy = 0; dy < 3; dy++) {
+        __m256 a[WKB][3];
+        for (int kk = 0; kk < WKB; kk++)
+            for (int t = 0; t < 3; t++) a[kk][t] = _mm256_setzero_ps();
+        const size_t o0 = (size_t)g.offs[3 * dy], o1 = (size_t)g.offs[3 * dy + 1], o2 = (size_t)g.offs[3 * dy + 2];
+        for (int img = 0; img < group; img++) {
+            const float *pl = planes + ((size_t)img * cin + i) * g.plane;
+            const float *d0 = grads + ((size_t)img * kpad + k0) * lr, *d1 = d0 + lr, *d2 = d1 + lr;
+            for (size_t p = 0; p < lr; p += 8) {
+                __m256 x0 = _mm256_loadu_ps(d0 + p), x1 = _mm256_loadu_ps(d1 + p), x2 = _mm256_loadu_ps(d2 + p);
+                const float *q = pl + p;
+                __m256 v0 = _mm256_loadu_ps(q + o0), v1 = _mm256_loadu_ps(q + o1), v2 = _mm256_loadu_ps(q + o2);
+                a[0][0] = _mm256_fmadd_ps(x0, v0, a[0][0]); a[1][0] = _mm256_fmadd_ps(x1, v0, a[1][0]);
+                a[2][0] = _mm256_fmadd_ps(x2, v0, a[2][0]); a[0][1] = _mm256_fmadd_ps(x0, v1, a[0][1]);
+                a[1][1] = _mm256_fmadd_ps(x1, v1, a[1][1]); a[2][1] = _mm256_fmadd_ps(x2, v1, a[2][1]);
+                a[0][2] = _mm256_fmadd_ps(x0, v2, a[0][2]); a[1][2] = _mm256_fmadd_ps(x1, v2, a[1][2]);
+                a[2][2] = _mm256_fmadd_ps(x2, v2, a[2][2]);
+            }
+        }
+        for (int kk = 0; kk < WKB; kk++)
+            for (int t = 0; t < 3; t++) acc[kk][3 * dy + t] += lanes8(a[kk][t]);
+    }
+}
 #endif
 
 void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w, int stride,
@@ -404,7 +477,7 @@ void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin,
     float *grads = planes + (size_t)group * cin * g.plane + SLACK;
     /* Borders, the extra columns of each gradient row and the padding rows stay zero. */
     memset(scratch, 0, sizeof(float) * wgrad_scratch(n, cin, cout, g));
-    int avx = tk_conv3x3_uses_avx512();
+    int isa = tk_isa();
     for (int n0 = 0; n0 < n; n0 += group) {
         int m = n - n0 < group ? n - n0 : group;
         for (int img = 0; img < m; img++) {
@@ -419,10 +492,11 @@ void tk_conv3x3_backward_weight(const float *x, const float *dy, int n, int cin,
             for (int i = 0; i < cin; i++) {
                 double acc[WKB][9] = {{0}};
 #if defined(__x86_64__)
-                if (avx) wgrad_avx512(planes, grads, m, cin, kpad, g, lr, i, k0, acc); else
+                if (isa == TK_ISA_AVX512) wgrad_avx512(planes, grads, m, cin, kpad, g, lr, i, k0, acc); else
+                if (isa == TK_ISA_AVX2) wgrad_avx2(planes, grads, m, cin, kpad, g, lr, i, k0, acc); else
 #endif
                 wgrad_portable(planes, grads, m, cin, kpad, g, lr, i, k0, acc);
-                (void)avx;
+                (void)isa;
                 for (int kk = 0; kk < WKB && k0 + kk < cout; kk++)
                     for (int t = 0; t < 9; t++)
                         dweight[((size_t)(k0 + kk) * cin + i) * 9 + t] += (float)acc[kk][t];
@@ -554,6 +628,28 @@ __attribute__((target("avx512f"))) static void pw_tile_avx512(const float *a, co
             z[(size_t)r * ldz + s] += total;
         }
 }
+
+/* AVX2 + FMA: the 4×4 block as two 4×2 halves (8 accumulators, 2 + 1 loaded vectors). */
+AVX2 static void pw_tile_avx2(const float *a, const float *b, size_t ld, size_t T, int R, int S, float *z, int ldz) {
+    if (R != PW_R || S != PW_S) { pw_tile_portable(a, b, ld, T, R, S, z, ldz); return; }
+    for (int s0 = 0; s0 < PW_S; s0 += 2) {
+        __m256 acc[PW_R][2];
+        for (int r = 0; r < PW_R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        const float *b0 = b + (size_t)s0 * ld, *b1 = b0 + ld;
+        for (size_t t = 0; t < T; t += 8) {
+            __m256 v0 = _mm256_loadu_ps(b0 + t), v1 = _mm256_loadu_ps(b1 + t);
+            for (int r = 0; r < PW_R; r++) {
+                __m256 av = _mm256_loadu_ps(a + (size_t)r * ld + t);
+                acc[r][0] = _mm256_fmadd_ps(av, v0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(av, v1, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < PW_R; r++) {
+            z[(size_t)r * ldz + s0] += lanes8(acc[r][0]);
+            z[(size_t)r * ldz + s0 + 1] += lanes8(acc[r][1]);
+        }
+    }
+}
 #endif
 
 void tk_conv1x1_s2_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
@@ -575,16 +671,17 @@ void tk_conv1x1_s2_backward_weight(const float *x, const float *dy, int n, int c
             memset(d + g.len, 0, sizeof(float) * (lp - g.len));
         }
     }
-    int avx = tk_conv3x3_uses_avx512();
+    int isa = tk_isa();
     for (int k0 = 0; k0 < cout; k0 += PW_R)
         for (int i0 = 0; i0 < cin; i0 += PW_S) {
             int R = cout - k0 < PW_R ? cout - k0 : PW_R, S = cin - i0 < PW_S ? cin - i0 : PW_S;
             const float *a = ds + (size_t)k0 * T, *b = xs + (size_t)i0 * T;
             float *z = dweight + (size_t)k0 * cin + i0;
 #if defined(__x86_64__)
-            if (avx) { pw_tile_avx512(a, b, T, T, R, S, z, cin); continue; }
+            if (isa == TK_ISA_AVX512) { pw_tile_avx512(a, b, T, T, R, S, z, cin); continue; }
+            if (isa == TK_ISA_AVX2) { pw_tile_avx2(a, b, T, T, R, S, z, cin); continue; }
 #endif
-            (void)avx;
+            (void)isa;
             pw_tile_portable(a, b, T, T, R, S, z, cin);
         }
 }

@@ -4,23 +4,43 @@
 #pragma STDC FP_CONTRACT OFF
 #pragma clang fp contract(off)
 
-#if defined(__x86_64__) && defined(__clang__)
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CLONES
-#endif
+#define INLINE static inline __attribute__((always_inline))
 
-CLONES void tk_relu(const float *x, float *y, long n) {
+/* Each kernel's body is an always-inlined `*_impl`, compiled three times below (AVX-512,
+ * AVX2, baseline) and chosen by tk_isa(). */
+#if defined(__x86_64__) && defined(__clang__)
+#define T_AVX512 __attribute__((target("avx512f")))
+#define T_AVX2 __attribute__((target("avx2")))
+#else
+#define T_AVX512
+#define T_AVX2
+#endif
+#define VARIANTS(name, params, args)                                                                 \
+    T_AVX512 static void name##_avx512 params { name##_impl args; }                                  \
+    T_AVX2 static void name##_avx2 params { name##_impl args; }                                      \
+    static void name##_base params { name##_impl args; }                                             \
+    void tk_##name params {                                                                          \
+        switch (tk_isa()) {                                                                          \
+        case TK_ISA_AVX512: name##_avx512 args; return;                                              \
+        case TK_ISA_AVX2: name##_avx2 args; return;                                                  \
+        default: name##_base args; return;                                                           \
+        }                                                                                            \
+    }
+
+INLINE void relu_impl(const float *x, float *y, long n) {
     for (long i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0;
 }
+VARIANTS(relu, (const float *x, float *y, long n), (x, y, n))
 
-CLONES void tk_relu_backward(const float *dy, const float *y, float *dx, long n) {
+INLINE void relu_backward_impl(const float *dy, const float *y, float *dx, long n) {
     for (long i = 0; i < n; i++) dx[i] = y[i] > 0 ? dy[i] : 0;
 }
+VARIANTS(relu_backward, (const float *dy, const float *y, float *dx, long n), (dy, y, dx, n))
 
-CLONES void tk_add(const float *a, const float *b, float *out, long n) {
+INLINE void add_impl(const float *a, const float *b, float *out, long n) {
     for (long i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
+VARIANTS(add, (const float *a, const float *b, float *out, long n), (a, b, out, n))
 
 enum { LANES = 16 };
 
@@ -34,7 +54,6 @@ enum { LANES = 16 };
 typedef float f16 __attribute__((vector_size(64), aligned(4)));
 typedef double d8 __attribute__((vector_size(64)));
 typedef int i16 __attribute__((vector_size(64)));
-#define INLINE static inline __attribute__((always_inline))
 #define LD16(p) (*(const f16 *)(p))
 
 /* (Macros, not functions: vectors never pass through a call, whose ABI differs between clones.) */
@@ -50,7 +69,7 @@ INLINE double lanes_sum(const double *a, const double *b, double t) {
 }
 #define LANES_SUM(a, b, t) lanes_sum((const double *)&(a), (const double *)&(b), t)
 
-CLONES void tk_bn_sums(const float *x, long runs, long P, long stride, double sums[2]) {
+INLINE void bn_sums_impl(const float *x, long runs, long P, long stride, double sums[2]) {
     d8 a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0};
     double t1 = 0, t2 = 0;
     for (long k = 0; k < runs; k++, x += stride) {
@@ -65,14 +84,15 @@ CLONES void tk_bn_sums(const float *x, long runs, long P, long stride, double su
     }
     sums[0] = LANES_SUM(a1, b1, t1); sums[1] = LANES_SUM(a2, b2, t2);
 }
+VARIANTS(bn_sums, (const float *x, long runs, long P, long stride, double sums[2]), (x, runs, P, stride, sums))
 
 /* Batch norm keeps no normalized copy of its input: backward recomputes h = ((x − hi) − lo)·s
  * with the forward's arithmetic, so h, the ReLU mask and every result are the bits a stored
  * copy would give. */
 #define H(i) (((x[i] - hi) - lo) * s)
 
-CLONES void tk_bn_forward(const float *x, const float *r, float *y, long runs, long P, long stride, float hi, float lo,
-                          float s, float g, float b, int relu) {
+INLINE void bn_forward_impl(const float *x, const float *r, float *y, long runs, long P, long stride, float hi,
+                            float lo, float s, float g, float b, int relu) {
     for (long k = 0; k < runs; k++, x += stride, y += stride, r = r ? r + stride : r) {
         if (r && relu) {
             for (long i = 0; i < P; i++) { float v = (g * H(i) + b) + r[i]; y[i] = v > 0 ? v : 0; }
@@ -85,6 +105,8 @@ CLONES void tk_bn_forward(const float *x, const float *r, float *y, long runs, l
         }
     }
 }
+VARIANTS(bn_forward, (const float *x, const float *r, float *y, long runs, long P, long stride, float hi, float lo,
+                      float s, float g, float b, int relu), (x, r, y, runs, P, stride, hi, lo, s, g, b, relu))
 
 /* dy where the output was kept by its ReLU: mask 1 recomputes g·h + b > 0, mask 2 reads y > 0. */
 #define D(i) (mask == 0 ? dy[i] : mask == 1 ? (g * H(i) + b > 0 ? dy[i] : 0) : (y[i] > 0 ? dy[i] : 0))
@@ -109,12 +131,15 @@ INLINE void bn_sums(const float *dy, const float *x, const float *y, long runs, 
     sums[0] = LANES_SUM(a1, b1, t1); sums[1] = LANES_SUM(a2, b2, t2);
 }
 
-CLONES void tk_bn_backward_sums(const float *dy, const float *x, const float *y, long runs, long P, long stride,
-                                float hi, float lo, float s, float g, float b, int mask, double sums[2]) {
+INLINE void bn_backward_sums_impl(const float *dy, const float *x, const float *y, long runs, long P, long stride,
+                                  float hi, float lo, float s, float g, float b, int mask, double sums[2]) {
     if (mask == 2) bn_sums(dy, x, y, runs, P, stride, hi, lo, s, g, b, 2, sums);
     else if (mask == 1) bn_sums(dy, x, y, runs, P, stride, hi, lo, s, g, b, 1, sums);
     else bn_sums(dy, x, y, runs, P, stride, hi, lo, s, g, b, 0, sums);
 }
+VARIANTS(bn_backward_sums, (const float *dy, const float *x, const float *y, long runs, long P, long stride, float hi,
+                            float lo, float s, float g, float b, int mask, double sums[2]),
+         (dy, x, y, runs, P, stride, hi, lo, s, g, b, mask, sums))
 
 INLINE void bn_dx(const float *dy, const float *x, const float *y, float *dx, long runs, long P, long stride, float hi,
                   float lo, float s, float g, float b, const int mask, float k, float a, float c) {
@@ -122,15 +147,19 @@ INLINE void bn_dx(const float *dy, const float *x, const float *y, float *dx, lo
         for (long i = 0; i < P; i++) dx[i] = k * ((D(i) - a) - H(i) * c);
 }
 
-CLONES void tk_bn_backward_dx(const float *dy, const float *x, const float *y, float *dx, long runs, long P,
-                              long stride, float hi, float lo, float s, float g, float b, int mask, float k, float a,
-                              float c) {
+INLINE void bn_backward_dx_impl(const float *dy, const float *x, const float *y, float *dx, long runs, long P,
+                                long stride, float hi, float lo, float s, float g, float b, int mask, float k, float a,
+                                float c) {
     if (mask == 2) bn_dx(dy, x, y, dx, runs, P, stride, hi, lo, s, g, b, 2, k, a, c);
     else if (mask == 1) bn_dx(dy, x, y, dx, runs, P, stride, hi, lo, s, g, b, 1, k, a, c);
     else bn_dx(dy, x, y, dx, runs, P, stride, hi, lo, s, g, b, 0, k, a, c);
 }
+VARIANTS(bn_backward_dx, (const float *dy, const float *x, const float *y, float *dx, long runs, long P, long stride,
+                          float hi, float lo, float s, float g, float b, int mask, float k, float a, float c),
+         (dy, x, y, dx, runs, P, stride, hi, lo, s, g, b, mask, k, a, c))
 
 /* g += y > 0 ? dy : 0 */
-CLONES void tk_add_relu_backward(float *g, const float *dy, const float *y, long n) {
+INLINE void add_relu_backward_impl(float *g, const float *dy, const float *y, long n) {
     for (long i = 0; i < n; i++) g[i] += y[i] > 0 ? dy[i] : 0;
 }
+VARIANTS(add_relu_backward, (float *g, const float *dy, const float *y, long n), (g, dy, y, n))

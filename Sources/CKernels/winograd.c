@@ -24,8 +24,10 @@
  * input gradient and weight gradient; on planes 16 or 32 wide its row passes hold two or four
  * tile rows per vector.
  *
- * One source, written with vector extensions: compiled once for AVX-512 (chosen at run time,
- * like the direct kernels) and once as portable code (with AVX2 and baseline clones).
+ * One source, written with vector extensions, compiled three times: for AVX-512, for AVX2 + FMA
+ * and as portable C, chosen by tk_isa(). A vector of 16 floats is one zmm register, two ymm or
+ * four xmm; the products' register tiles differ by instruction set (NARROW below), the data
+ * layout does not.
  */
 #include "ckernels.h"
 
@@ -46,11 +48,12 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
 
 #if defined(__x86_64__) && defined(__clang__)
 #define AVX512 __attribute__((target("avx512f")))
-#define PORTABLE_W __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define AVX2_W __attribute__((target("avx2,fma")))
 #else
 #define AVX512
-#define PORTABLE_W
+#define AVX2_W
 #endif
+#define PORTABLE_W
 
 /* BLOCK_WIDE: input channels from which forward blocks hold FV vectors of tiles (else one);
  * ROW_FLOATS: cap on a forward group's row-pass buffers; WGRAD_TILES, WGRAD_FLOATS: target tiles
@@ -58,18 +61,24 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
  * vectors of 16 tiles); WR × WS: weight-gradient register tile (output × input channels). */
 enum { BLOCK_WIDE = 16, ROW_FLOATS = 1 << 17, WGRAD_TILES = 256, WGRAD_FLOATS = 1 << 18, FR = 8, FV = 3, WR = 4, WS = 4 };
 
+/* With 16 ymm registers (AVX2) or xmm (portable), NARROW = 1: forward register tiles of NFR
+ * output rows × one vector of 16 tiles (12 ymm accumulators), weight-gradient tiles of NWR × NWS
+ * channels over vectors of 8 (12 accumulators). */
+enum { NFR = 6, NWR = 4, NWS = 3 };
+
 static size_t rup(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
 typedef struct {
     int h, w, th, tw; /* plane height, width; tiles down and across */
     int tiles;        /* th·tw: tiles per image plane */
     int twp;          /* tw rounded up to 16 */
+    int vw;           /* row width the packed F(4×4, 3×3) passes take (4·tw, ≥ w), else w */
     size_t rb;        /* floats of one row-pass buffer (one kc, one row parity) */
 } wgeom;
 
 static wgeom make_wgeom(int h, int w) {
     wgeom g;
-    g.h = h; g.w = w; g.th = (h + 1) / 2; g.tw = (w + 1) / 2;
+    g.h = h; g.w = w; g.th = (h + 1) / 2; g.tw = (w + 1) / 2; g.vw = w;
     g.tiles = g.th * g.tw;
     g.twp = (int)rup((size_t)g.tw, 16);
     g.rb = (size_t)(g.th + 1) * g.tw + g.twp + 16;
@@ -417,19 +426,34 @@ INLINE void fgemm_dispatch(int R, int V, const float *u, size_t up, const float 
     if (V == 3) { FTILE_R(3) } else if (V == 2) { FTILE_R(2) } else { FTILE_R(1) }
 }
 
+/* The narrow tiles: R ≤ NFR rows, one vector. */
+INLINE void fgemm_dispatch_narrow(int R, const float *u, size_t up, const float *wt, int n, int K, float *m,
+                                  size_t mp) {
+    switch (R) {
+    case 1: fgemm_tile(1, 1, u, up, wt, n, K, m, mp); break;
+    case 2: fgemm_tile(2, 1, u, up, wt, n, K, m, mp); break;
+    case 3: fgemm_tile(3, 1, u, up, wt, n, K, m, mp); break;
+    case 4: fgemm_tile(4, 1, u, up, wt, n, K, m, mp); break;
+    case 5: fgemm_tile(5, 1, u, up, wt, n, K, m, mp); break;
+    default: fgemm_tile(NFR, 1, u, up, wt, n, K, m, mp); break;
+    }
+}
+
 /* For each of the X positions ξ: m_ξ (N × T) = wt_ξᵀ (N × K) · u_ξ (K × T), columns in vectors
- * of 16, at most `maxv` vectors per register tile. */
-INLINE void fgemm(const int X, const int maxv, const float *u, const float *wt, int K, int N, int T, size_t P,
-                  float *m) {
+ * of 16, at most `maxv` vectors per register tile (one when NARROW). */
+INLINE void fgemm(const int NARROW, const int X, const int maxv, const float *u, const float *wt, int K, int N, int T,
+                  size_t P, float *m) {
+    const int rows = NARROW ? NFR : FR, mv = NARROW ? 1 : maxv;
     for (int x = 0; x < X; x++) {
         const float *ux = u + x * xstride(K, P), *wx = wt + (size_t)x * K * N;
         float *mx = m + x * xstride(N, P);
-        for (int t = 0; t < T; t += 16 * maxv) {
+        for (int t = 0; t < T; t += 16 * mv) {
             int V = (T - t + 15) / 16;
-            if (V > maxv) V = maxv;
-            for (int o = 0; o < N; o += FR) {
-                int R = N - o < FR ? N - o : FR;
-                fgemm_dispatch(R, V, ux + t, P, wx + o, N, K, mx + (size_t)o * P + t, P);
+            if (V > mv) V = mv;
+            for (int o = 0; o < N; o += rows) {
+                int R = N - o < rows ? N - o : rows;
+                if (NARROW) fgemm_dispatch_narrow(R, ux + t, P, wx + o, N, K, mx + (size_t)o * P + t, P);
+                else fgemm_dispatch(R, V, ux + t, P, wx + o, N, K, mx + (size_t)o * P + t, P);
             }
         }
     }
@@ -481,16 +505,60 @@ INLINE void wgemm_dispatch(int R, int S, const float *gv, const float *uv, size_
     }
 }
 
+typedef float v8 __attribute__((vector_size(32), aligned(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+
+/* The narrow weight-gradient tile: z[r][s] += Σ_t gv[r][t] · uv[s][t] in vectors of 8 (T a
+ * multiple of 16), each accumulator's lanes added in order. */
+INLINE void wgemm_tile8(const int R, const int S, const float *gv, const float *uv, size_t P, int T, float *z,
+                        int ldz) {
+    v8 acc[NWR][NWS];
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int s = 0; s < S; s++) acc[r][s] = (v8){0};
+    for (int t = 0; t < T; t += 8) {
+        v8 b[NWS];
+        UNROLL for (int s = 0; s < S; s++) b[s] = *(const v8u *)(uv + (size_t)s * P + t);
+        UNROLL for (int r = 0; r < R; r++) {
+            v8 a = *(const v8u *)(gv + (size_t)r * P + t);
+            UNROLL for (int s = 0; s < S; s++) acc[r][s] += a * b[s];
+        }
+    }
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int s = 0; s < S; s++) {
+        float total = 0;
+        UNROLL for (int j = 0; j < 8; j++) total += acc[r][s][j];
+        z[(size_t)r * ldz + s] += total;
+    }
+}
+
+#define WTILE8_S(R)                                                                                         \
+    switch (S) {                                                                                            \
+    case 1: wgemm_tile8(R, 1, gv, uv, P, T, z, ldz); break;                                                 \
+    case 2: wgemm_tile8(R, 2, gv, uv, P, T, z, ldz); break;                                                 \
+    default: wgemm_tile8(R, NWS, gv, uv, P, T, z, ldz); break;                                              \
+    }
+
+INLINE void wgemm_dispatch8(int R, int S, const float *gv, const float *uv, size_t P, int T, float *z, int ldz) {
+    switch (R) {
+    case 1: WTILE8_S(1) break;
+    case 2: WTILE8_S(2) break;
+    case 3: WTILE8_S(3) break;
+    default: WTILE8_S(NWR) break;
+    }
+}
+
 /* z_ξ (cout × cin) += v_ξ (cout × T) · u_ξᵀ (T × cin) for the X positions ξ */
-INLINE void wgemm(const int X, const float *v, const float *u, int cout, int cin, int T, size_t P, float *z) {
+INLINE void wgemm(const int NARROW, const int X, const float *v, const float *u, int cout, int cin, int T, size_t P,
+                  float *z) {
+    const int rows = NARROW ? NWR : WR, cols = NARROW ? NWS : WS;
     for (int x = 0; x < X; x++) {
         const float *vx = v + x * xstride(cout, P), *ux = u + x * xstride(cin, P);
         float *zx = z + (size_t)x * cout * cin;
-        for (int o = 0; o < cout; o += WR) {
-            int R = cout - o < WR ? cout - o : WR;
-            for (int c = 0; c < cin; c += WS) {
-                int S = cin - c < WS ? cin - c : WS;
-                wgemm_dispatch(R, S, vx + (size_t)o * P, ux + (size_t)c * P, P, T, zx + (size_t)o * cin + c, cin);
+        for (int o = 0; o < cout; o += rows) {
+            int R = cout - o < rows ? cout - o : rows;
+            for (int c = 0; c < cin; c += cols) {
+                int S = cin - c < cols ? cin - c : cols;
+                const float *a = vx + (size_t)o * P, *b = ux + (size_t)c * P;
+                if (NARROW) wgemm_dispatch8(R, S, a, b, P, T, zx + (size_t)o * cin + c, cin);
+                else wgemm_dispatch(R, S, a, b, P, T, zx + (size_t)o * cin + c, cin);
             }
         }
     }
@@ -519,9 +587,14 @@ INLINE void zero_tail(float *a, int X, int ch, int T, size_t P) {
 /* F4V: vectors of 16 tiles per forward block (its U and M are 36·channels·16·F4V floats). */
 enum { F4V = 2 };
 
+/* The row width the packed row passes take for planes w wide: 16 (w 9 … 16) or 32 (17 … 32),
+ * rows past w read as zeros; 0 (the general passes) for other widths. */
+static int packed_width(int w) { return w > 8 && w <= 16 ? 16 : w > 16 && w <= 32 ? 32 : 0; }
+
 static wgeom make_wgeom4(int h, int w) {
     wgeom g;
-    g.h = h; g.w = w; g.th = (h + 3) / 4; g.tw = (w + 3) / 4;
+    int pw = packed_width(w);
+    g.h = h; g.w = w; g.th = (h + 3) / 4; g.tw = pw ? pw / 4 : (w + 3) / 4; g.vw = pw ? pw : w;
     g.tiles = g.th * g.tw;
     g.twp = (int)rup((size_t)g.tw, 16);
     g.rb = (size_t)(g.th + 1) * g.tw + g.twp + 16;
@@ -622,8 +695,29 @@ INLINE void bt6_packed(const v16 *a, i16v first, i16v last, v16 *u) {
     bt6((v16)((i16v)p0 & first), q0, q1, q2, q3, (v16)((i16v)p5 & last), u);
 }
 
-/* in_rows4 for planes 16 or 32 wide (tw = 4 or 8): a vector holds the same row phase of 16/tw
- * consecutive tile rows, read straight from x, so no lane is idle and nothing is staged. */
+/* Floats [col, col + 16) of row y of an h×w plane, zero past the row's end: one load where it
+ * stays inside the plane (the next row's floats masked off), else through a copy. */
+INLINE v16 row16(const float *x, wgeom g, int y, int col) {
+    if (col >= g.w) return (v16){0};
+    const float *p = x + (size_t)y * g.w + col;
+    if (col + 16 <= g.w) return LD(p);
+    if ((size_t)y * g.w + col + 16 <= (size_t)g.h * g.w) return keep_below(LD(p), col, g.w);
+    float t[16] __attribute__((aligned(64))) = {0};
+    memcpy(t, p, sizeof(float) * (size_t)(g.w - col));
+    return LD(t);
+}
+
+/* Stores the first n (≤ 16) lanes of v at p. */
+INLINE void store_first(float *p, v16 v, int n) {
+    if (n >= 16) { ST(p, v); return; }
+    float t[16] __attribute__((aligned(64)));
+    ST(t, v);
+    memcpy(p, t, sizeof(float) * (size_t)n);
+}
+
+/* in_rows4 for planes 9 to 32 wide, taken as rows of vw = 16 or 32 (tw = 4 or 8) whose columns
+ * past w are zero: a vector holds the same row phase of 16/tw consecutive tile rows, read
+ * straight from x, so no lane is idle and nothing is staged. */
 INLINE void in_rows4_packed(const float *x, wgeom g, float *rbp) {
     const int R = 16 / g.tw; /* tile rows per vector */
     v16 z = (v16){0};
@@ -635,8 +729,8 @@ INLINE void in_rows4_packed(const float *x, wgeom g, float *rbp) {
             if (r > 4 * g.th + 1) break;
             v16 a[4];
             for (int j = 0; j < 4; j++) {
-                int y = r - 1 + 4 * ((16 * j) / g.w), col = (16 * j) % g.w;
-                a[j] = y >= 0 && y < g.h ? LD(x + (size_t)y * g.w + col) : z;
+                int y = r - 1 + 4 * ((16 * j) / g.vw), col = (16 * j) % g.vw;
+                a[j] = y >= 0 && y < g.h ? row16(x, g, y, col) : z;
             }
             v16 u[6];
             bt6_packed(a, first, last, u);
@@ -713,8 +807,8 @@ INLINE void at6_packed(const float *p, size_t rb, v16 *o) {
     o[3] = __builtin_shufflevector(a2, b2, ZIPHI);
 }
 
-/* out_rows4 for planes 16 or 32 wide: a vector holds 16/tw tile rows, its four output vectors
- * are whole rows (no staging, nothing written past a row). */
+/* out_rows4 for the packed planes: a vector holds 16/tw tile rows, its four output vectors are
+ * (up to w floats of) rows; nothing is staged or written past a row. */
 INLINE void out_rows4_packed(const float *sbp, wgeom g, float *y) {
     const int R = 16 / g.tw;
     for (int q = 0; q < g.th; q += R)
@@ -722,14 +816,14 @@ INLINE void out_rows4_packed(const float *sbp, wgeom g, float *y) {
             v16 o[4];
             at6_packed(sbp + (size_t)(6 * i) * g.rb + (size_t)q * g.tw, g.rb, o);
             for (int j = 0; j < 4; j++) {
-                int yr = 4 * q + i + 4 * ((16 * j) / g.w), col = (16 * j) % g.w;
-                if (yr < g.h) ST(y + (size_t)yr * g.w + col, o[j]);
+                int yr = 4 * q + i + 4 * ((16 * j) / g.vw), col = (16 * j) % g.vw;
+                if (yr < g.h && col < g.w) store_first(y + (size_t)yr * g.w + col, o[j], g.w - col);
             }
         }
 }
 
-/* Planes whose rows the packed row passes take: 16 or 32 wide. */
-static int packed4(wgeom g) { return g.w == 16 || g.w == 32; }
+/* Planes whose rows the packed row passes take: 9 to 32 wide. */
+static int packed4(wgeom g) { return packed_width(g.w) != 0; }
 
 /* ---- F(4×4, 3×3) weight gradient: Σ_tiles Gᵀ[(A dy Aᵀ) ⊙ (Bᵀ d B)]G, as F(2×2, 3×3)'s ---- */
 
@@ -767,8 +861,8 @@ INLINE void grad_rows4(const float *dy, wgeom g, int packed, float *stage, float
             for (int c = 0; c < (packed ? 16 : g.tw); c += 16) {
                 v16 a[4];
                 for (int j = 0; j < 4; j++) {
-                    int y = packed ? r + 4 * ((16 * j) / g.w) : r, col = packed ? (16 * j) % g.w : 4 * c + 16 * j;
-                    a[j] = y < g.h ? (packed ? LD(src + (size_t)y * g.w + col)
+                    int y = packed ? r + 4 * ((16 * j) / g.vw) : r, col = packed ? (16 * j) % g.vw : 4 * c + 16 * j;
+                    a[j] = y < g.h ? (packed ? row16(src, g, y, col)
                                              : keep_below(LD(src + (size_t)y * g.w + col), col, g.w))
                                    : z;
                 }
@@ -851,7 +945,7 @@ INLINE void cols_grad(const int F, const float *rbp, wgeom g, float *v, size_t x
  * column pass, the 16 or 36 products and the output column pass while its U and M stay in cache,
  * then the output row passes. F(4×4, 3×3) takes rows 16 or 32 wide packed.
  */
-INLINE void forward_tiles(const int F, const float *x, int n, int cin, int h, int w, const float *wt, int cout,
+INLINE void forward_tiles(const int NARROW, const int F, const float *x, int n, int cin, int h, int w, const float *wt, int cout,
                           float *y, float *scratch) {
     const int X = F == 4 ? 36 : 16;
     wgeom g = F == 4 ? make_wgeom4(h, w) : make_wgeom(h, w);
@@ -874,7 +968,7 @@ INLINE void forward_tiles(const int F, const float *x, int n, int cin, int h, in
                     cols_in(F, rin + ((size_t)i * cin + c) * rbs, g, a - i * g.tiles, b - i * g.tiles,
                             u + (size_t)c * BP + (a - t0), xstride(cin, BP));
             }
-            fgemm(X, F == 4 ? F4V : FV, u, wt, cin, cout, t1 - t0, BP, m);
+            fgemm(NARROW, X, F == 4 ? F4V : FV, u, wt, cin, cout, t1 - t0, BP, m);
             for (int i = t0 / g.tiles; i < k && i * g.tiles < t1; i++) {
                 int a = t0 > i * g.tiles ? t0 : i * g.tiles, b = t1 < (i + 1) * g.tiles ? t1 : (i + 1) * g.tiles;
                 for (int o = 0; o < cout; o++)
@@ -890,7 +984,7 @@ INLINE void forward_tiles(const int F, const float *x, int n, int cin, int h, in
 
 /* Weight gradient, a group of images at a time: U and V of the whole group, then the 16 or 36
  * products summed over all its tiles. */
-INLINE void wgrad_tiles(const int F, const float *x, const float *dy, int n, int cin, int h, int w, int cout,
+INLINE void wgrad_tiles(const int NARROW, const int F, const float *x, const float *dy, int n, int cin, int h, int w, int cout,
                         float *z, float *scratch) {
     const int X = F == 4 ? 36 : 16;
     wgeom g = F == 4 ? make_wgeom4(h, w) : make_wgeom(h, w);
@@ -913,36 +1007,60 @@ INLINE void wgrad_tiles(const int F, const float *x, const float *dy, int n, int
         }
         zero_tail(u, X, cin, T, P);
         zero_tail(v, X, cout, T, P);
-        wgemm(X, v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
+        wgemm(NARROW, X, v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
     }
 }
 
-/* ---- F(4×4, 3×3) on planes 8 wide: eight images to a vector ----
+/* ---- F(4×4, 3×3) on planes up to 8 wide: eight images to a vector ----
  *
  * A row of 8 holds two tiles, so one plane's row would fill two lanes of sixteen. Here the row
- * passes put the same row of eight images in one vector (lane 2·i + tx for image i of an octet),
+ * passes put the same row of eight images in one vector (lane 2·i + tx for image i of an octet;
+ * a row narrower than 8 is read with zeros after its end and written back w floats long),
  * and an octet's tiles are ordered (ty, image, tx): a virtual plane 16 tiles across, which the
  * column passes, the 36 products and the output column pass take unchanged. An octet that
  * runs past the batch reads zeros for its missing images and writes nothing for them.
  */
 
-typedef float v8u __attribute__((vector_size(32), aligned(4)));
-
-static wgeom make_wgeom8(int h) {
+static wgeom make_wgeom8(int h, int w) {
     wgeom g;
-    g.h = h; g.w = 8; g.th = (h + 3) / 4; g.tw = 16;
+    g.h = h; g.w = w; g.vw = 8; g.th = (h + 3) / 4; g.tw = 16;
     g.tiles = g.th * 16; g.twp = 16;
     g.rb = (size_t)(g.th + 1) * 16 + 16;
     return g;
 }
 
-static int octets8(int w) { return w == 8; }
+static int octets8(int w) { return w <= 8; }
+
+typedef int i8v __attribute__((vector_size(32)));
+
+/* Row y of an h×w plane (w ≤ 8) as 8 floats, zero past w: one load where it stays inside the
+ * plane, else through a copy. */
+INLINE v8 row8(const float *p, wgeom g, int y) {
+    const float *r = p + (size_t)y * g.w;
+    if (g.w == 8) return *(const v8u *)r;
+    if ((size_t)y * g.w + 8 <= (size_t)g.h * g.w) {
+        i8v lane = {0, 1, 2, 3, 4, 5, 6, 7};
+        return (v8)((i8v) * (const v8u *)r & (lane < g.w));
+    }
+    float t[8] __attribute__((aligned(32))) = {0};
+    memcpy(t, r, sizeof(float) * (size_t)g.w);
+    return *(const v8 *)t;
+}
+
+/* Writes the first w floats of row y of a plane from v. */
+INLINE void store_row8(float *p, wgeom g, int y, v8 v) {
+    float *r = p + (size_t)y * g.w;
+    if (g.w == 8) { *(v8u *)r = v; return; }
+    float t[8] __attribute__((aligned(32)));
+    *(v8 *)t = v;
+    memcpy(r, t, sizeof(float) * (size_t)g.w);
+}
 
 /* Row y of images 2j and 2j+1 of an octet (plane pointers `img`), zero for images past k. */
-INLINE v16 octet_rows(const float *const *img, int j, int k, int y) {
-    v8u z = (v8u){0};
-    v8u lo = 2 * j < k ? *(const v8u *)(img[2 * j] + 8 * y) : z;
-    v8u hi = 2 * j + 1 < k ? *(const v8u *)(img[2 * j + 1] + 8 * y) : z;
+INLINE v16 octet_rows(const float *const *img, wgeom g, int j, int k, int y) {
+    v8 z = (v8){0};
+    v8 lo = 2 * j < k ? row8(img[2 * j], g, y) : z;
+    v8 hi = 2 * j + 1 < k ? row8(img[2 * j + 1], g, y) : z;
     return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 }
 
@@ -958,7 +1076,7 @@ INLINE void in_rows8(const float *x, size_t is, int k, wgeom g, float *rbp) {
             int r = 4 * ty + ph, y = r - 1;
             if (r > 4 * g.th + 1) break;
             v16 a[4];
-            for (int j = 0; j < 4; j++) a[j] = y >= 0 && y < g.h ? octet_rows(img, j, k, y) : (v16){0};
+            for (int j = 0; j < 4; j++) a[j] = y >= 0 && y < g.h ? octet_rows(img, g, j, k, y) : (v16){0};
             v16 u[6];
             bt6_packed(a, first, last, u);
             float *d = rbp + (size_t)ph * g.rb + (size_t)ty * 16;
@@ -976,10 +1094,10 @@ INLINE void out_rows8(const float *sbp, wgeom g, float *y, size_t is, int k) {
             at6_packed(sbp + (size_t)(6 * i) * g.rb + (size_t)ty * 16, g.rb, o);
             for (int j = 0; j < 4; j++) {
                 if (2 * j < k)
-                    *(v8u *)(y + (size_t)(2 * j) * is + 8 * yr) = __builtin_shufflevector(o[j], o[j], 0, 1, 2, 3, 4, 5, 6, 7);
+                    store_row8(y + (size_t)(2 * j) * is, g, yr, __builtin_shufflevector(o[j], o[j], 0, 1, 2, 3, 4, 5, 6, 7));
                 if (2 * j + 1 < k)
-                    *(v8u *)(y + (size_t)(2 * j + 1) * is + 8 * yr) =
-                        __builtin_shufflevector(o[j], o[j], 8, 9, 10, 11, 12, 13, 14, 15);
+                    store_row8(y + (size_t)(2 * j + 1) * is, g, yr,
+                               __builtin_shufflevector(o[j], o[j], 8, 9, 10, 11, 12, 13, 14, 15));
             }
         }
 }
@@ -992,7 +1110,7 @@ INLINE void grad_rows8(const float *dy, size_t is, int k, wgeom g, float *rbp) {
         for (int ph = 0; ph < 4; ph++) {
             int r = 4 * ty + ph;
             v16 a[4];
-            for (int j = 0; j < 4; j++) a[j] = r < g.h ? octet_rows(img, j, k, r) : (v16){0};
+            for (int j = 0; j < 4; j++) a[j] = r < g.h ? octet_rows(img, g, j, k, r) : (v16){0};
             v16 f[6];
             a6_packed(a, f);
             float *d = rbp + (size_t)ph * g.rb + (size_t)ty * 16;
@@ -1008,11 +1126,11 @@ static size_t forward_floats8(int cin, int cout, wgeom g) {
 /* Forward pass on planes 8 wide, an octet of images at a time: row passes of its cin channels,
  * blocks of 16·F4V tiles through the column pass, 36 products and output column pass, then the
  * output row passes. */
-INLINE void forward8_impl(const float *x, int n, int cin, int h, const float *wt, int cout, float *y,
+INLINE void forward8_impl(const int NARROW, const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
                           float *scratch) {
-    wgeom g = make_wgeom8(h);
+    wgeom g = make_wgeom8(h, w);
     int B = 16 * F4V;
-    size_t plane = (size_t)h * 8, BP = block_pitch4(g), rbs = RB4 * g.rb;
+    size_t plane = (size_t)h * w, BP = block_pitch4(g), rbs = RB4 * g.rb;
     float *rin = scratch, *rout = rin + (size_t)cin * rbs, *u = rout + (size_t)cout * rbs, *m = u + 36 * xstride(cin, BP);
     for (int n0 = 0; n0 < n; n0 += 8) {
         int k = n - n0 < 8 ? n - n0 : 8, T = g.tiles;
@@ -1021,7 +1139,7 @@ INLINE void forward8_impl(const float *x, int n, int cin, int h, const float *wt
         for (int t0 = 0; t0 < T; t0 += B) {
             int t1 = T - t0 < B ? T : t0 + B;
             for (int c = 0; c < cin; c++) in_cols4(rin + (size_t)c * rbs, g, t0, t1, u + (size_t)c * BP, xstride(cin, BP));
-            fgemm(36, F4V, u, wt, cin, cout, t1 - t0, BP, m);
+            fgemm(NARROW, 36, F4V, u, wt, cin, cout, t1 - t0, BP, m);
             for (int o = 0; o < cout; o++) out_cols4(m + (size_t)o * BP, xstride(cout, BP), g, t0, t1, rout + (size_t)o * rbs);
         }
         for (int o = 0; o < cout; o++)
@@ -1046,10 +1164,10 @@ static size_t wgrad_floats8(int cin, int cout, wgeom g) {
 
 /* Weight gradient on planes 8 wide: U and V of a group's octets, then the 36 products summed over
  * its tiles (missing images of a last octet add zeros). */
-INLINE void wgrad8_impl(const float *x, const float *dy, int n, int cin, int h, int cout, float *z, float *scratch) {
-    wgeom g = make_wgeom8(h);
+INLINE void wgrad8_impl(const int NARROW, const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z, float *scratch) {
+    wgeom g = make_wgeom8(h, w);
     int G = wgrad_octets8(cin, cout, g);
-    size_t P = (size_t)G * g.tiles, plane = (size_t)h * 8;
+    size_t P = (size_t)G * g.tiles, plane = (size_t)h * w;
     float *rb = scratch, *u = rb + RB4 * g.rb, *v = u + 36 * xstride(cin, P);
     memset(z, 0, sizeof(float) * 36 * (size_t)cin * cout);
     for (int n0 = 0; n0 < n; n0 += 8 * G) {
@@ -1065,13 +1183,13 @@ INLINE void wgrad8_impl(const float *x, const float *dy, int n, int cin, int h, 
                 grad_cols4(rb, g, v + (size_t)o * P + (size_t)oct * g.tiles, xstride(cout, P));
             }
         }
-        wgemm(36, v, u, cout, cin, oct * g.tiles, P, z);
+        wgemm(NARROW, 36, v, u, cout, cin, oct * g.tiles, P, z);
     }
 }
 
 size_t tk_wino4_scratch(int cin, int cout, int h, int w) {
     if (octets8(w)) {
-        wgeom g = make_wgeom8(h);
+        wgeom g = make_wgeom8(h, w);
         return forward_floats8(cin, cout, g) > forward_floats8(cout, cin, g) ? forward_floats8(cin, cout, g)
                                                                              : forward_floats8(cout, cin, g);
     }
@@ -1081,73 +1199,64 @@ size_t tk_wino4_scratch(int cin, int cout, int h, int w) {
 }
 
 int tk_wino4_wgrad_group(int cin, int cout, int h, int w) {
-    if (octets8(w)) return 8 * wgrad_octets8(cin, cout, make_wgeom8(h));
+    if (octets8(w)) return 8 * wgrad_octets8(cin, cout, make_wgeom8(h, w));
     return wgrad_images(cin, cout, make_wgeom4(h, w), 36);
 }
 
 size_t tk_wino4_wgrad_scratch(int cin, int cout, int h, int w) {
-    if (octets8(w)) return wgrad_floats8(cin, cout, make_wgeom8(h));
+    if (octets8(w)) return wgrad_floats8(cin, cout, make_wgeom8(h, w));
     return wgrad_floats4(cin, cout, make_wgeom4(h, w));
 }
 
-AVX512 static void forward_avx512(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
-                                  float *s) {
-    forward_tiles(2, x, n, cin, h, w, wt, cout, y, s);
+/* The four passes, each compiled for the three instruction sets and chosen by tk_isa(). */
+INLINE void forward2_impl(const int NARROW, const float *x, int n, int cin, int h, int w, const float *wt, int cout,
+                          float *y, float *s) {
+    forward_tiles(NARROW, 2, x, n, cin, h, w, wt, cout, y, s);
 }
-PORTABLE_W static void forward_portable(const float *x, int n, int cin, int h, int w, const float *wt, int cout,
-                                        float *y, float *s) {
-    forward_tiles(2, x, n, cin, h, w, wt, cout, y, s);
+INLINE void wgrad2_impl(const int NARROW, const float *x, const float *dy, int n, int cin, int h, int w, int cout,
+                        float *z, float *s) {
+    wgrad_tiles(NARROW, 2, x, dy, n, cin, h, w, cout, z, s);
 }
-AVX512 static void wgrad_avx512(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
-                                float *s) {
-    wgrad_tiles(2, x, dy, n, cin, h, w, cout, z, s);
+INLINE void forward4_impl(const int NARROW, const float *x, int n, int cin, int h, int w, const float *wt, int cout,
+                          float *y, float *s) {
+    if (octets8(w)) forward8_impl(NARROW, x, n, cin, h, w, wt, cout, y, s);
+    else forward_tiles(NARROW, 4, x, n, cin, h, w, wt, cout, y, s);
 }
-PORTABLE_W static void wgrad_portable(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
-                                      float *z, float *s) {
-    wgrad_tiles(2, x, dy, n, cin, h, w, cout, z, s);
-}
-
-void tk_wino_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
-                     float *scratch) {
-    if (tk_conv3x3_uses_avx512()) forward_avx512(x, n, cin, h, w, wt, cout, y, scratch);
-    else forward_portable(x, n, cin, h, w, wt, cout, y, scratch);
+INLINE void wgrad4_impl(const int NARROW, const float *x, const float *dy, int n, int cin, int h, int w, int cout,
+                        float *z, float *s) {
+    if (octets8(w)) wgrad8_impl(NARROW, x, dy, n, cin, h, w, cout, z, s);
+    else wgrad_tiles(NARROW, 4, x, dy, n, cin, h, w, cout, z, s);
 }
 
-void tk_wino_wgrad(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
-                   float *scratch) {
-    if (tk_conv3x3_uses_avx512()) wgrad_avx512(x, dy, n, cin, h, w, cout, z, scratch);
-    else wgrad_portable(x, dy, n, cin, h, w, cout, z, scratch);
-}
+#define VARIANTS(name, params, args)                                                                 \
+    AVX512 static void name##_avx512 params { name##_impl(0, args); }                                \
+    AVX2_W static void name##_avx2 params { name##_impl(1, args); }                                  \
+    PORTABLE_W static void name##_portable params { name##_impl(1, args); }                          \
+    static void name##_run params {                                                                  \
+        switch (tk_isa()) {                                                                          \
+        case TK_ISA_AVX512: name##_avx512(args); return;                                             \
+        case TK_ISA_AVX2: name##_avx2(args); return;                                                 \
+        default: name##_portable(args); return;                                                      \
+        }                                                                                            \
+    }
+#define FORWARD_PARAMS (const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y, float *s)
+#define FORWARD_ARGS x, n, cin, h, w, wt, cout, y, s
+#define WGRAD_PARAMS (const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z, float *s)
+#define WGRAD_ARGS x, dy, n, cin, h, w, cout, z, s
+VARIANTS(forward2, FORWARD_PARAMS, FORWARD_ARGS)
+VARIANTS(wgrad2, WGRAD_PARAMS, WGRAD_ARGS)
+VARIANTS(forward4, FORWARD_PARAMS, FORWARD_ARGS)
+VARIANTS(wgrad4, WGRAD_PARAMS, WGRAD_ARGS)
 
-AVX512 static void forward4_avx512(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
-                                   float *s) {
-    if (octets8(w)) forward8_impl(x, n, cin, h, wt, cout, y, s);
-    else forward_tiles(4, x, n, cin, h, w, wt, cout, y, s);
+void tk_wino_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y, float *s) {
+    forward2_run(FORWARD_ARGS);
 }
-PORTABLE_W static void forward4_portable(const float *x, int n, int cin, int h, int w, const float *wt, int cout,
-                                         float *y, float *s) {
-    if (octets8(w)) forward8_impl(x, n, cin, h, wt, cout, y, s);
-    else forward_tiles(4, x, n, cin, h, w, wt, cout, y, s);
+void tk_wino_wgrad(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z, float *s) {
+    wgrad2_run(WGRAD_ARGS);
 }
-
-void tk_wino4_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
-                      float *scratch) {
-    if (tk_conv3x3_uses_avx512()) forward4_avx512(x, n, cin, h, w, wt, cout, y, scratch);
-    else forward4_portable(x, n, cin, h, w, wt, cout, y, scratch);
+void tk_wino4_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y, float *s) {
+    forward4_run(FORWARD_ARGS);
 }
-AVX512 static void wgrad4_avx512(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
-                                 float *s) {
-    if (octets8(w)) wgrad8_impl(x, dy, n, cin, h, cout, z, s);
-    else wgrad_tiles(4, x, dy, n, cin, h, w, cout, z, s);
-}
-PORTABLE_W static void wgrad4_portable(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
-                                       float *z, float *s) {
-    if (octets8(w)) wgrad8_impl(x, dy, n, cin, h, cout, z, s);
-    else wgrad_tiles(4, x, dy, n, cin, h, w, cout, z, s);
-}
-
-void tk_wino4_wgrad(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
-                    float *scratch) {
-    if (tk_conv3x3_uses_avx512()) wgrad4_avx512(x, dy, n, cin, h, w, cout, z, scratch);
-    else wgrad4_portable(x, dy, n, cin, h, w, cout, z, scratch);
+void tk_wino4_wgrad(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z, float *s) {
+    wgrad4_run(WGRAD_ARGS);
 }

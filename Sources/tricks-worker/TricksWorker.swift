@@ -7,6 +7,12 @@ import TricksMPI
 struct TricksWorker: ParsableCommand {
     static func main() {
         selectBLASKernels()
+        do {
+            try KernelISA.checkEnvironment()
+        } catch {
+            FileHandle.standardError.write(Data("tricks-worker: \(error)\n".utf8))
+            Foundation.exit(2)
+        }
         let args = Array(CommandLine.arguments.dropFirst())
         do {
             var command = try parseAsRoot(args)
@@ -271,7 +277,7 @@ struct Bench: ParsableCommand {
             BLAS.setThreads(threads)
             var k = ConvKernelBenchmark()
             k.batch = batchSize
-            print("# 3×3 stride-1 conv, batch \(batchSize), BLAS threads \(threads), direct kernels (\(Conv2d.directKernelISA)) vs Winograd F(2×2, 3×3); best of \(k.reps)\n")
+            print("# 3×3 stride-1 conv, batch \(batchSize), BLAS threads \(threads), kernels \(KernelISA.current): direct vs Winograd F(2×2, 3×3) and F(4×4, 3×3); best of \(k.reps)\n")
             print(k.run())
             return
         }

@@ -10,12 +10,13 @@ final class CLITests: XCTestCase {
     }
 
     /// Runs the binary without any inherited MPI launcher variables.
-    static func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+    static func run(_ args: [String], environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = args
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
         env["OPENBLAS_NUM_THREADS"] = "1"
+        env.merge(environment) { $1 }
         p.environment = env
         let o = Pipe(), e = Pipe()
         p.standardOutput = o; p.standardError = e
@@ -61,6 +62,29 @@ final class CLITests: XCTestCase {
                      "--wd", "--no-bias-decay", "--lr-schedule", "--warmup-epochs", "--lr-steps", "--label-smoothing",
                      "--augment", "--no-shuffle", "--mean", "--std", "--init", "--out", "--seed"] {
             XCTAssertTrue(r.out.contains(flag), "help lacks \(flag)")
+        }
+    }
+
+    func testKernelInstructionSetFromEnvironment() throws {
+        // TRICKS_ISA lowers the kernels' instruction set; the training header names the set in
+        // use; an unknown name, or a set this CPU lacks, ends the program with a clear message.
+        let d = NSTemporaryDirectory() + "tricks-isa-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        try TrainingTests.writeToyNPZ(d + "/toy.npz")
+        let args = ["train", "--data", d + "/toy.npz", "--model", "resnet8", "--batch-size", "8", "--max-steps", "1"]
+        for isa in KernelISA.supported {
+            let r = try Self.run(args, environment: ["TRICKS_ISA": isa.description])
+            XCTAssertEqual(r.status, 0, r.err)
+            XCTAssertTrue(r.out.contains("kernels \(isa) (CPU best \(KernelISA.best)"), r.out)
+        }
+        var r = try Self.run(args, environment: ["TRICKS_ISA": "sse9"])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.err.contains("TRICKS_ISA=sse9: unknown instruction set"), r.err)
+        for isa in KernelISA.allCases where !isa.isSupported {
+            r = try Self.run(args, environment: ["TRICKS_ISA": isa.description])
+            XCTAssertEqual(r.status, 2)
+            XCTAssertTrue(r.err.contains("TRICKS_ISA=\(isa): this CPU does not support it"), r.err)
         }
     }
 }

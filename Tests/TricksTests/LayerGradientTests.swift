@@ -62,8 +62,9 @@ final class LayerGradientTests: XCTestCase {
     }
 
     func testDirectConv3x3KernelsMatchFloat64Reference() {
-        // Output, input gradient and weight gradient of the direct kernels (AVX-512 where the CPU
-        // has it, and the portable C loops) against a float64 convolution, at shapes that hit the
+        // Output, input gradient and weight gradient of the direct kernels, once per instruction
+        // set this CPU runs (portable C always, AVX2 and AVX-512 where present), against a float64
+        // convolution, at shapes that hit the
         // kernels' edges: output channels not a multiple of the 8-channel block or of the
         // 3-channel weight-gradient block, rows shorter and longer than one 48-wide register
         // block, a 1×1 image, images split over several weight-gradient groups, and stride 2
@@ -75,22 +76,28 @@ final class LayerGradientTests: XCTestCase {
         // 16 and 32 wide whose rows F(4×4, 3×3) packs two or four tile rows to a vector, with
         // heights that end in a partial tile, and 8-wide planes, which it takes eight images to a
         // vector: batches that end in a partial octet, span two weight-gradient groups, or hold
-        // one image, planes one row high.
+        // one image, planes one row high; and planes of other widths that F(4×4, 3×3) takes as
+        // rows of 16 or 32 (9, 14, 20, 28) or in octets (5, 6, 7), their columns past the plane
+        // read as zeros and never written.
         let shapes: [(n: Int, c: Int, k: Int, h: Int, w: Int, s: Int)] = [
             (2, 3, 5, 5, 6, 1), (1, 9, 12, 1, 1, 1), (2, 4, 3, 7, 33, 1), (3, 1, 2, 180, 180, 1), (2, 16, 16, 8, 8, 1),
             (3, 5, 17, 9, 16, 1), (2, 18, 3, 6, 32, 1), (2, 2, 3, 1, 16, 1),
             (9, 5, 3, 5, 8, 1), (17, 3, 2, 9, 8, 1), (1, 4, 9, 1, 8, 1),
+            (3, 4, 5, 7, 7, 1), (2, 6, 9, 14, 14, 1), (2, 3, 4, 28, 28, 1), (2, 5, 7, 11, 20, 1), (10, 3, 3, 3, 5, 1),
+            (2, 2, 2, 13, 9, 1),
             (2, 3, 5, 8, 8, 2), (2, 4, 7, 7, 9, 2), (1, 2, 3, 1, 1, 2), (3, 1, 2, 130, 131, 2), (2, 10, 6, 6, 5, 2),
         ]
         let saved = Self.savedConvSettings()
         Conv2d.directConvolution = true
         Conv2d.winogradAnyPlane = true
+        let savedISA = KernelISA.current
         defer {
-            Conv2d.forcePortableKernels(false)
+            try? KernelISA.use(savedISA)
             Self.restoreConvSettings(saved)
         }
-        for portable in [false, true] { for tile in [0, 2, 4] {
-            Conv2d.forcePortableKernels(portable)
+        for isa in KernelISA.supported { for tile in [0, 2, 4] {
+            XCTAssertNoThrow(try KernelISA.use(isa))
+            XCTAssertEqual(KernelISA.current, isa)
             Conv2d.useWinograd(tile != 0, tile: tile)
             for (si, s) in shapes.enumerated() where tile == 0 || s.s == 1 {
                 let oh = (s.h - 1) / s.s + 1, ow = (s.w - 1) / s.s + 1
@@ -119,7 +126,7 @@ final class LayerGradientTests: XCTestCase {
                 } } } } }
                 let passes = convPasses(w, stride: s.s, x: x, dy: dy, grad: 0.5, tile: tile)
                 let (out, gx, gw) = (passes[0], passes[1], passes[2])
-                let tag = "\(portable ? "portable" : Conv2d.directKernelISA)\(tile != 0 ? " winograd F(\(tile)×\(tile), 3×3)" : "") \(s)"
+                let tag = "\(isa)\(tile != 0 ? " winograd F(\(tile)×\(tile), 3×3)" : "") \(s)"
                 // Float32 sums of `terms` products: error bound 1e-6·√terms relative to the largest
                 // value; F(4×4, 3×3)'s transforms (coefficients up to 8 and 1/24) get 4e-6.
                 let unit = tile == 4 ? 4e-6 : 1e-6
@@ -152,15 +159,16 @@ final class LayerGradientTests: XCTestCase {
     }
 
     func testDirectConv1x1Stride2MatchesFloat64Reference() {
-        // The 1×1 stride-2 kernels (AVX-512 and portable) against float64: odd and even sizes,
+        // The 1×1 stride-2 kernels (on every instruction set this CPU runs) against float64: odd and even sizes,
         // input and output channels past one 8-channel block and off the 4×4 weight-gradient
         // tile, a plane shorter than one vector, a 1×1 image; gradients added into a preset one.
         let shapes: [(n: Int, c: Int, k: Int, h: Int, w: Int)] = [(3, 10, 5, 7, 9), (2, 4, 12, 8, 8), (1, 3, 2, 1, 1), (2, 17, 9, 32, 32)]
         let saved = Conv2d.directConvolution
         Conv2d.directConvolution = true
-        defer { Conv2d.directConvolution = saved; Conv2d.forcePortableKernels(false) }
-        for portable in [false, true] {
-            Conv2d.forcePortableKernels(portable)
+        let savedISA = KernelISA.current
+        defer { Conv2d.directConvolution = saved; try? KernelISA.use(savedISA) }
+        for isa in KernelISA.supported {
+            XCTAssertNoThrow(try KernelISA.use(isa))
             for (si, s) in shapes.enumerated() {
                 let oh = (s.h - 1) / 2 + 1, ow = (s.w - 1) / 2 + 1
                 let x = GradCheck.randomTensor([s.n, s.c, s.h, s.w], seed: 50 + UInt64(si))
@@ -180,7 +188,7 @@ final class LayerGradientTests: XCTestCase {
                 _ = conv.weight.values.update(from: w.array)
                 conv.weight.grads.update(repeating: 0.5)
                 let got = [conv.forward(x, mode: .training).array, conv.backward(dy).array, Array(conv.weight.grads)]
-                let tag = "\(portable ? "portable" : Conv2d.directKernelISA) \(s)"
+                let tag = "\(isa) \(s)"
                 for (name, g, want, terms) in [("y", got[0], y, s.c), ("dx", got[1], dx, s.k), ("dw", got[2], dw, s.n * oh * ow)] {
                     XCTAssertEqual(g.count, want.count, "\(tag) \(name) size")
                     let scale = max(1, want.map { abs($0) }.max() ?? 0)
@@ -281,6 +289,52 @@ final class LayerGradientTests: XCTestCase {
         }
         XCTAssertTrue(results[1] == results[0], "2 threads differ from 1")
         XCTAssertTrue(results[2] == results[0], "3 threads differ from 1")
+    }
+
+    func testBatchNormAndElementwiseAgreeOnEveryISA() {
+        // The batch norm and element-wise kernels round identically on every instruction set (no
+        // FMA contraction, sums in fixed lanes added in a fixed order): each set this CPU runs
+        // gives the portable C loops' bits, with runs of 16 and more (the vector lanes) and a
+        // tail; and the forward pass matches a float64 batch norm on each.
+        let (N, C, H, W) = (3, 5, 7, 9)
+        let x = GradCheck.randomTensor([N, C, H, W], seed: 61, scale: 3)
+        let r = GradCheck.randomTensor([N, C, H, W], seed: 62)
+        let dy = GradCheck.randomTensor([N, C, H, W], seed: 63)
+        let savedISA = KernelISA.current
+        defer { try? KernelISA.use(savedISA) }
+        var results: [KernelISA: [Float]] = [:]
+        for isa in KernelISA.supported {
+            XCTAssertNoThrow(try KernelISA.use(isa))
+            var out: [Float] = []
+            for (fused, residual) in [(false, false), (true, false), (true, true)] {
+                let bn = BatchNorm2d("bn", C)
+                bn.fusedReLU = fused
+                for c in 0..<C { bn.weight.value[c] = Float(c) * 0.4 - 0.9; bn.bias.value[c] = Float(c % 3) * 0.3 - 0.2 }
+                let y = residual ? bn.forward(x, residual: r, mode: .training) : bn.forward(x, mode: .training)
+                let ya = y.array
+                out += ya + bn.backward(dy).array + Array(bn.weight.grads) + Array(bn.bias.grads)
+                let P = H * W
+                for c in 0..<C {
+                    var v: [Double] = []
+                    for n in 0..<N { for i in 0..<P { v.append(Double(x[(n * C + c) * P + i])) } }
+                    let m = v.reduce(0, +) / Double(v.count)
+                    let sd = (v.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(v.count) + 1e-5).squareRoot()
+                    for n in 0..<N { for i in 0..<P {
+                        let k = (n * C + c) * P + i
+                        var want = Double(bn.weight.value[c]) * (Double(x[k]) - m) / sd + Double(bn.bias.value[c])
+                        if residual { want += Double(r[k]) }
+                        if fused { want = max(want, 0) }
+                        XCTAssertEqual(Double(ya[k]), want, accuracy: 1e-5, "\(isa) bn fused \(fused) residual \(residual)")
+                    } }
+                }
+            }
+            let relu = ReLU()
+            out += relu.forward(x, mode: .training).array + relu.backward(dy).array
+            results[isa] = out
+        }
+        for isa in KernelISA.supported where isa != .portable {
+            XCTAssertTrue(results[isa]! == results[.portable]!, "\(isa) differs from portable")
+        }
     }
 
     func testBatchNormTrainingMode() {

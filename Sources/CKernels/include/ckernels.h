@@ -4,6 +4,23 @@
 #include <stddef.h>
 
 /*
+ * The kernels' instruction set (isa.c): one decision for every kernel, made at load time from
+ * what the CPU runs (the best of AVX-512, AVX2 + FMA, portable C), lowered by the environment
+ * variable TRICKS_ISA=avx512|avx2|portable. An unknown or unsupported request leaves the best
+ * set in effect and is reported by tk_isa_env_error (1: unknown name, 2: the CPU lacks it).
+ */
+enum { TK_ISA_PORTABLE = 0, TK_ISA_AVX2 = 1, TK_ISA_AVX512 = 2 };
+int tk_isa(void);
+/* 0 on success; −1 (nothing changed) when the CPU lacks it. */
+int tk_set_isa(int isa);
+int tk_isa_supported(int isa);
+int tk_isa_best(void);
+const char *tk_isa_name(int isa);
+/* The set named (as tk_isa_name spells it), or −1. */
+int tk_isa_parse(const char *name);
+int tk_isa_env_error(void);
+
+/*
  * Direct 3×3, padding-1 convolution over NCHW float32 tensors, stride 1 or 2
  * (the input gradient: stride 1 only).
  *
@@ -16,8 +33,8 @@
  * channels × 48 positions in registers; the weight-gradient kernel holds
  * 3 output channels × 9 taps. No im2col matrix, no GEMM.
  *
- * AVX-512 code is selected at run time when the CPU has it; otherwise a
- * portable C version of the same loops runs. `scratch` must hold
+ * Each kernel has an AVX-512, an AVX2 + FMA and a portable C version; tk_isa() picks one.
+ * `scratch` must hold
  * tk_conv3x3_scratch(...) floats; its contents on entry do not matter.
  */
 
@@ -56,12 +73,6 @@ void tk_conv1x1_s2_backward_weight(const float *x, const float *dy, int n, int c
 /* Images per group of the weight gradient: it adds each group's sum into dweight in turn,
  * so calls on consecutive whole groups, summed in order, give the same bits as one call. */
 int tk_conv3x3_wgrad_group(int cin, int cout, int h, int w, int stride);
-
-/* 1 when the AVX-512 kernels are in use. */
-int tk_conv3x3_uses_avx512(void);
-
-/* Nonzero: use the portable kernels even where AVX-512 exists (tests compare both). */
-void tk_conv3x3_force_portable(int on);
 
 /*
  * Winograd F(2×2, 3×3) for 3×3, padding-1, stride-1 convolutions (winograd.c): 16 small
@@ -112,7 +123,7 @@ void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight);
 
 /*
  * Element-wise kernels of the layers (ReLU, residual add, batch norm). Each has an
- * AVX-512, an AVX2 and a baseline version chosen at load time; all three round
+ * AVX-512, an AVX2 and a baseline version chosen by tk_isa(); all three round
  * identically (no contraction into FMAs, sums kept in fixed lanes and combined
  * in a fixed order), so results never depend on the CPU.
  */

@@ -40,17 +40,10 @@ public final class Conv2d: Layer {
 
     private var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
 
-    /// Use the direct kernels for 3×3 padding-1 layers of stride 1 or 2. On by default where the
-    /// CPU has AVX-512, where they beat im2col + OpenBLAS; elsewhere their portable C version is
-    /// slower than OpenBLAS, so the default is off (set true to use it anyway; false forces
-    /// im2col + GEMM everywhere, for comparisons).
-    public static var directConvolution = tk_conv3x3_uses_avx512() != 0
-
-    /// The direct kernels' instruction set: "avx512" when the CPU has it, else "portable".
-    public static var directKernelISA: String { tk_conv3x3_uses_avx512() != 0 ? "avx512" : "portable" }
-
-    /// Runs the portable C kernels even on an AVX-512 CPU (tests compare the two).
-    public static func forcePortableKernels(_ on: Bool) { tk_conv3x3_force_portable(on ? 1 : 0) }
+    /// Use the direct kernels for 3×3 padding-1 layers of stride 1 or 2 and 1×1 stride-2 layers
+    /// (on every instruction set, `KernelISA`); false forces im2col + GEMM everywhere, for
+    /// comparisons.
+    public static var directConvolution = true
 
     /// True when this layer's output and weight gradient run on the direct 3×3 kernels.
     public var usesDirectKernel: Bool {
@@ -101,9 +94,18 @@ public final class Conv2d: Layer {
         h % 2 == 0 && w % 2 == 0 && (h / 2) * (w / 2) % 16 == 0
     }
 
-    /// Planes where F(4×4, 3×3) pays: 8, 16 or 32 wide, whose rows its row passes take whole
-    /// (the same row of eight images, or four or two tile rows of one, to a vector), any height.
-    public static func winograd4Plane(h: Int, w: Int) -> Bool { w == 8 || w == 16 || w == 32 }
+    /// Planes F(4×4, 3×3) takes: up to 32 wide, any height. Rows of 9 to 32 are taken as rows of
+    /// 16 or 32 (their columns past the plane zero), a vector holding four or two tile rows;
+    /// planes up to 8 wide, eight images to a vector. Wider planes go to F(2×2, 3×3).
+    public static func winograd4Plane(h: Int, w: Int) -> Bool { w <= 32 }
+
+    /// One line naming the convolution kernels in use and their thresholds (training and bench headers).
+    public static var kernelSummary: String {
+        guard directConvolution else { return "im2col + GEMM for every conv" }
+        func from(_ c: Int) -> String { c == Int.max ? "off" : "≥ \(c) channels" }
+        return "direct 3×3 and 1×1 stride-2 kernels; Winograd F(4×4, 3×3) \(from(winograd4MinChannels)) on planes up to 32 wide, "
+            + "F(2×2, 3×3) \(from(winogradMinChannels)) on wider planes of whole vectors, weight gradient \(from(winogradWeightGradMinChannels))"
+    }
 
     /// True when this layer's output and input gradient run on Winograd F(2×2, 3×3) for inputs
     /// whose planes pass `winogradPlane` (unless F(4×4, 3×3) takes them).

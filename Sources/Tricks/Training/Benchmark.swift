@@ -73,8 +73,8 @@ public struct StepBenchmark {
         net.profiler = prof
         for _ in 0..<steps { step() }
         net.profiler = nil
-        var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads), OpenBLAS kernels \(BLAS.coreName), "
-            + (Conv2d.directConvolution ? "direct 3×3 kernels (\(Conv2d.directKernelISA)), Winograd F(4×4, 3×3) for stride-1 layers of ≥ \(Conv2d.winograd4MinChannels) channels on planes 8, 16 or 32 wide, F(2×2, 3×3) for ≥ \(Conv2d.winogradMinChannels) channels elsewhere (weight gradient ≥ \(Conv2d.winogradWeightGradMinChannels))" : "im2col + GEMM for every conv") + "\n\n"
+        var out = "# \(model) training step, batch \(batch), \(channels)×\(size)×\(size), BLAS threads \(BLAS.threads), "
+        out += "OpenBLAS kernels \(BLAS.coreName), kernels \(KernelISA.current), " + Conv2d.kernelSummary + "\n\n"
         out += String(format: "%.1f images/s at the median; gradient all-reduce wait after backward %.3f ms/step\n\n",
                       Double(batch) / median, 1e3 * w[0])
         out += "| statistic | ms |\n|---|---:|\n"

@@ -234,6 +234,8 @@ public final class Trainer {
             + "\(data.train.channels)×\(data.train.height)×\(data.train.width), \(data.numClasses) classes")
         log("ranks \(comm.size), global batch \(c.batchSize) (\(local) per rank), \(spe) steps/epoch, "
             + "\(stopStep) of \(schedule.totalSteps) steps, BN \(c.syncBN && comm.size > 1 ? "sync" : "local")")
+        log("kernels \(KernelISA.current) (CPU best \(KernelISA.best); TRICKS_ISA lowers it), BLAS threads \(BLAS.threads): "
+            + Conv2d.kernelSummary)
         log("lr \(lr)" + (c.lrPer256.map { " (= \($0) × \(c.batchSize)/256)" } ?? "") + " \(c.lrSchedule.rawValue)"
             + (schedule.warmupSteps > 0 ? ", warmup \(schedule.warmupSteps) steps" : "")
             + (c.labelSmoothing > 0 ? ", label smoothing \(c.labelSmoothing)" : "")
