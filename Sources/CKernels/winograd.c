@@ -205,9 +205,9 @@ INLINE void kernel_transform16_4(const v16 *k, v16 *t) {
 
 /* Transformed kernels, rows of wt (fixed ξ and first index) filled 16 entries at a time:
  * forward: wt[ξ][ci][co] from w[co][ci]; flip: wt[ξ][co][ci] from w[co][ci] rotated 180°. */
-INLINE void weights_impl(const int X, const float *weight, int cout, int cin, int flip, float *wt) {
+INLINE void weights_impl(const int X, const float *weight, int cout, int cin, int flip, float *wt, int k0, int k1) {
     int K = flip ? cout : cin, N = flip ? cin : cout;
-    for (int kidx = 0; kidx < K; kidx++)
+    for (int kidx = k0; kidx < k1 && kidx < K; kidx++)
         for (int n0 = 0; n0 < N; n0 += 16) {
             int lanes = N - n0 < 16 ? N - n0 : 16;
             float taps[9][16] __attribute__((aligned(64))) = {{0}};
@@ -227,14 +227,14 @@ INLINE void weights_impl(const int X, const float *weight, int cout, int cin, in
         }
 }
 
-void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt) {
-    weights_impl(16, weight, cout, cin, flip, wt);
+void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt, int k0, int k1) {
+    weights_impl(16, weight, cout, cin, flip, wt, k0, k1);
 }
 
-void tk_wino_wgrad_finish(const float *z, int cout, int cin, float *dweight) {
+void tk_wino_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
     /* dweight[co][ci] += Gᵀ z[·][co][ci] G */
     size_t plane = (size_t)cout * cin;
-    for (size_t p = 0; p < plane; p++) {
+    for (size_t p = p0; p < p1 && p < plane; p++) {
         float m[16], r[3][4];
         for (int x = 0; x < 16; x++) m[x] = z[x * plane + p];
         for (int j = 0; j < 4; j++) {
@@ -443,7 +443,9 @@ INLINE void fgemm_dispatch_narrow(int R, const float *u, size_t up, const float 
  * of 16, at most `maxv` vectors per register tile (one when NARROW). */
 INLINE void fgemm(const int NARROW, const int X, const int maxv, const float *u, const float *wt, int K, int N, int T,
                   size_t P, float *m) {
-    const int rows = NARROW ? NFR : FR, mv = NARROW ? 1 : maxv;
+    const int mv = NARROW ? 1 : maxv;
+    /* register tiles of rows as equal as they can be (no thin last tile) */
+    int most = NARROW ? NFR : FR, tiles = (N + most - 1) / most, rows = (N + tiles - 1) / tiles;
     for (int x = 0; x < X; x++) {
         const float *ux = u + x * xstride(K, P), *wx = wt + (size_t)x * K * N;
         float *mx = m + x * xstride(N, P);
@@ -506,6 +508,7 @@ INLINE void wgemm_dispatch(int R, int S, const float *gv, const float *uv, size_
 }
 
 typedef float v8 __attribute__((vector_size(32), aligned(32)));
+typedef float v4 __attribute__((vector_size(16), aligned(16)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
 
 /* The narrow weight-gradient tile: z[r][s] += Σ_t gv[r][t] · uv[s][t] in vectors of 8 (T a
@@ -522,10 +525,14 @@ INLINE void wgemm_tile8(const int R, const int S, const float *gv, const float *
             UNROLL for (int s = 0; s < S; s++) acc[r][s] += a * b[s];
         }
     }
-    UNROLL for (int r = 0; r < R; r++) UNROLL for (int s = 0; s < S; s++) {
-        float total = 0;
-        UNROLL for (int j = 0; j < 8; j++) total += acc[r][s][j];
-        z[(size_t)r * ldz + s] += total;
+    /* lane sums four accumulators at a time: pairs of lanes, then pairs of pairs, then halves */
+    UNROLL for (int s = 0; s < S; s++) {
+        v8 a = acc[0][s], b = R > 1 ? acc[1][s] : a, c = R > 2 ? acc[2][s] : a, d = R > 3 ? acc[3][s] : a;
+        v8 ab = __builtin_shufflevector(a, b, 0, 1, 8, 9, 4, 5, 12, 13) + __builtin_shufflevector(a, b, 2, 3, 10, 11, 6, 7, 14, 15);
+        v8 cd = __builtin_shufflevector(c, d, 0, 1, 8, 9, 4, 5, 12, 13) + __builtin_shufflevector(c, d, 2, 3, 10, 11, 6, 7, 14, 15);
+        v8 q = __builtin_shufflevector(ab, cd, 0, 2, 8, 10, 4, 6, 12, 14) + __builtin_shufflevector(ab, cd, 1, 3, 9, 11, 5, 7, 13, 15);
+        v4 sums = __builtin_shufflevector(q, q, 0, 1, 2, 3) + __builtin_shufflevector(q, q, 4, 5, 6, 7);
+        UNROLL for (int r = 0; r < R; r++) z[(size_t)r * ldz + s] += sums[r];
     }
 }
 
@@ -619,8 +626,8 @@ static size_t forward_floats4(int cin, int cout, wgeom g) {
     return stage_floats4(g) + per * (size_t)(cin + cout) * RB4 * g.rb + 36 * (xstride(cin, bp) + xstride(cout, bp)) + 64;
 }
 
-void tk_wino4_weights(const float *weight, int cout, int cin, int flip, float *wt) {
-    weights_impl(36, weight, cout, cin, flip, wt);
+void tk_wino4_weights(const float *weight, int cout, int cin, int flip, float *wt, int k0, int k1) {
+    weights_impl(36, weight, cout, cin, flip, wt, k0, k1);
 }
 
 /* Bᵀ d for six vectors (in place order: d0..d5 → u0..u5). */
@@ -886,11 +893,11 @@ INLINE void grad_cols4(const float *rbp, wgeom g, float *v, size_t xs) {
     }
 }
 
-void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight) {
+void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
     /* dweight[co][ci] += Gᵀ z[·][co][ci] G, Gᵀ rows (¼, −⅙, −⅙, 1⁄24, 1⁄24, 0), (0, −⅙, ⅙, 1⁄12, −1⁄12, 0),
      * (0, −⅙, −⅙, ⅙, ⅙, 1) */
     size_t plane = (size_t)cout * cin;
-    for (size_t p = 0; p < plane; p++) {
+    for (size_t p = p0; p < p1 && p < plane; p++) {
         float m[36], r[3][6];
         for (int x = 0; x < 36; x++) m[x] = z[x * plane + p];
         for (int j = 0; j < 6; j++) {
@@ -1148,7 +1155,7 @@ INLINE void forward8_impl(const int NARROW, const float *x, int n, int cin, int 
 }
 
 /* Weight-gradient octets per group: WGRAD8_OCTETS, fewer where U and V would pass WGRAD8_FLOATS. */
-enum { WGRAD8_OCTETS = 2, WGRAD8_FLOATS = 1 << 19 };
+enum { WGRAD8_OCTETS = 4, WGRAD8_FLOATS = 1 << 20 };
 
 static int wgrad_octets8(int cin, int cout, wgeom g) {
     size_t octet = (size_t)36 * (size_t)(cin + cout) * g.tiles;

@@ -21,6 +21,14 @@ int tk_isa_parse(const char *name);
 int tk_isa_env_error(void);
 
 /*
+ * Fork-join loops (pool.c): fn(ctx, i) for every i in [0, count), on up to `threads` threads,
+ * the caller's included; returns when all have run. Workers spin briefly between loops, then
+ * sleep. Called from inside a loop, or while another thread runs one, it runs serially.
+ */
+typedef void (*tk_task_fn)(void *ctx, int index);
+void tk_parallel(int count, int threads, tk_task_fn fn, void *ctx);
+
+/*
  * Direct 3×3, padding-1 convolution over NCHW float32 tensors, stride 1 or 2
  * (the input gradient: stride 1 only).
  *
@@ -85,8 +93,9 @@ int tk_conv3x3_wgrad_group(int cin, int cout, int h, int w, int stride);
 size_t tk_wino_scratch(int cin, int cout, int h, int w);
 
 /* Transformed kernels: flip 0 → wt (16, cin, cout) for the forward pass; flip 1 → wt (16, cout, cin)
- * of the rotated kernels, for the input gradient (tk_wino_forward with the channel roles swapped). */
-void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt);
+ * of the rotated kernels, for the input gradient (tk_wino_forward with the channel roles swapped).
+ * Fills rows [k0, k1) of the first channel index (calls on disjoint ranges may run concurrently). */
+void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt, int k0, int k1);
 
 /* y (n, cout, h, w) = conv(x (n, cin, h, w)) with transformed kernels wt (16, cin, cout); overwrites y. */
 void tk_wino_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
@@ -102,15 +111,16 @@ void tk_wino_wgrad(const float *x, const float *dy, int n, int cin, int h, int w
  * call per group. */
 int tk_wino_wgrad_group(int cin, int cout, int h, int w);
 
-/* dweight (cout, cin, 3, 3) += Gᵀ z G, the transformed gradient z (16, cout, cin) brought back. */
-void tk_wino_wgrad_finish(const float *z, int cout, int cin, float *dweight);
+/* dweight (cout, cin, 3, 3) += Gᵀ z G, the transformed gradient z (16, cout, cin) brought back, for
+ * the kernels p0 … p1 − 1 of the cout·cin (disjoint ranges may run concurrently). */
+void tk_wino_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1);
 
 /* Winograd F(4×4, 3×3) for the same convolutions: 36 products on transformed 6×6 tiles per
  * 4×4 outputs (4× fewer multiplies than direct, 1.8× fewer than F(2×2, 3×3)); output and input
  * gradient only. Kernels transformed by tk_wino4_weights, (36, cin, cout) or, with flip,
  * (36, cout, cin); scratch of tk_wino4_scratch floats. */
 size_t tk_wino4_scratch(int cin, int cout, int h, int w);
-void tk_wino4_weights(const float *weight, int cout, int cin, int flip, float *wt);
+void tk_wino4_weights(const float *weight, int cout, int cin, int flip, float *wt, int k0, int k1);
 void tk_wino4_forward(const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
                       float *scratch);
 /* The weight gradient with F(4×4, 3×3), as tk_wino_wgrad / _group / _finish with z (36, cout, cin)
@@ -119,7 +129,7 @@ size_t tk_wino4_wgrad_scratch(int cin, int cout, int h, int w);
 void tk_wino4_wgrad(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z,
                     float *scratch);
 int tk_wino4_wgrad_group(int cin, int cout, int h, int w);
-void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight);
+void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1);
 
 /*
  * Element-wise kernels of the layers (ReLU, residual add, batch norm). Each has an

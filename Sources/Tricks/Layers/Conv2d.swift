@@ -1,5 +1,4 @@
 import CKernels
-import Dispatch
 
 /// 2-D convolution without bias over NCHW, as `torch.nn.Conv2d(bias=False)`.
 ///
@@ -187,9 +186,13 @@ public final class Conv2d: Layer {
         if tile != 0 {
             transformed.resize([(tile == 4 ? 36 : 16) * inChannels * outChannels])
             let transform = tile == 4 ? tk_wino4_weights : tk_wino_weights
-            transform(weight.value, Int32(outChannels), Int32(inChannels), transposed ? 1 : 0, transformed.data)
+            let rows = transposed ? outChannels : inChannels, parts = directWorkers(rows)
+            Parallel.forEach(parts) { t in
+                transform(weight.value, Int32(outChannels), Int32(inChannels), transposed ? 1 : 0, transformed.data,
+                          Int32(rows * t / parts), Int32(rows * (t + 1) / parts))
+            }
         }
-        DispatchQueue.concurrentPerform(iterations: workers) { t in
+        Parallel.forEach(workers) { t in
             let n0 = g.n * t / workers, n1 = g.n * (t + 1) / workers
             guard n1 > n0 else { return }
             let s = src + n0 * cin * srcPlane, d = dst + n0 * cout * dstPlane
@@ -229,13 +232,23 @@ public final class Conv2d: Layer {
         if workers == 1 { run(0, g.n, weight.grad, scratch[0]); return }
         let size = weight.count
         let partial = ws.scratch(1, count: groups * size)
-        partial.update(repeating: 0, count: groups * size)
-        DispatchQueue.concurrentPerform(iterations: workers) { t in
+        Parallel.forEach(workers) { t in
             for i in Swift.stride(from: t, to: groups, by: workers) {
+                (partial + i * size).update(repeating: 0, count: size)
                 run(i * per, min(g.n, (i + 1) * per), partial + i * size, scratch[t])
             }
         }
-        for i in 0..<groups { Vec.addInPlace(weight.grad, partial + i * size, size) }
+        Conv2d.addInOrder(partial, groups: groups, size: size, into: weight.grad, zeroFirst: false)
+    }
+
+    /// dst[j] (+)= Σ over i in order of partial[i·size + j]: the group sums added in group order,
+    /// element ranges split over threads (each element's sum is the one-thread sum).
+    static func addInOrder(_ partial: UnsafeMutablePointer<Float>, groups: Int, size: Int,
+                           into dst: UnsafeMutablePointer<Float>, zeroFirst: Bool) {
+        Parallel.ranges(size, cost: groups) { lo, hi in
+            if zeroFirst { (dst + lo).update(repeating: 0, count: hi - lo) }
+            for i in 0..<groups { Vec.addInPlace(dst + lo, partial + i * size + lo, hi - lo) }
+        }
     }
 
     /// Weight gradient through Winograd: the transformed gradient `(16 or 36, Cout, Cin)` is summed
@@ -255,16 +268,18 @@ public final class Conv2d: Layer {
         if workers == 1 {
             run(0, g.n, z, scratch[0])
         } else {
-            DispatchQueue.concurrentPerform(iterations: workers) { t in
+            Parallel.forEach(workers) { t in
                 for i in Swift.stride(from: t, to: groups, by: workers) {
                     run(i * per, min(g.n, (i + 1) * per), z + (i + 1) * size, scratch[t])
                 }
             }
-            z.update(repeating: 0, count: size)
-            for i in 0..<groups { Vec.addInPlace(z, z + (i + 1) * size, size) }
+            Conv2d.addInOrder(z + size, groups: groups, size: size, into: z, zeroFirst: true)
         }
         let finish = tile == 4 ? tk_wino4_wgrad_finish : tk_wino_wgrad_finish
-        finish(z, Int32(outChannels), Int32(g.c), weight.grad)
+        let kernels = outChannels * g.c
+        Parallel.ranges(kernels, cost: 36 * 9) { lo, hi in
+            finish(z, Int32(outChannels), Int32(g.c), weight.grad, lo, hi)
+        }
     }
 
     /// Images per GEMM: enough columns for an efficient GEMM, few enough that the
