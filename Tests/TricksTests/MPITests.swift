@@ -53,6 +53,21 @@ final class MPITests: XCTestCase {
         return out
     }
 
+    /// The relative difference over all float tensors together, ‖a − b‖ / ‖b‖: rounding that the
+    /// near-zero batch-norm biases magnify in a few steps weighs by their size, not by theirs alone.
+    static func totalDifference(_ a: String, _ b: String) throws -> Double {
+        let da = try SafeTensors.decode(Data(contentsOf: URL(fileURLWithPath: a)), path: a)
+        let db = try SafeTensors.decode(Data(contentsOf: URL(fileURLWithPath: b)), path: b)
+        var num = 0.0, den = 0.0, tensors = 0
+        for (k, va) in da {
+            guard case .float(let x) = va.values, case .float(let y)? = db[k]?.values else { continue }
+            tensors += 1
+            for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(y[i]) * Double(y[i]) }
+        }
+        precondition(tensors > 0, "no float tensors in common")
+        return num.squareRoot() / max(den.squareRoot(), 1e-12)
+    }
+
     /// Turns Winograd F(4×4, 3×3) off for the multi-step comparisons. Steps amplify rounding
     /// differences through the near-zero batch-norm biases: the direct kernels' (1e-7 of a conv's
     /// output) stay within those tests' tolerances, F(4×4, 3×3)'s (1e-6, on the toy's 8×8 planes)
@@ -119,20 +134,21 @@ final class MPITests: XCTestCase {
 
     func testWorldSizeInvarianceWithAugmentationAndShuffling() throws {
         // Shuffled, augmented batches sharded over 4 ranks give the same training as one rank:
-        // a sample dealt to the wrong rank or augmented differently shows from the first step.
-        // Compared after 5 steps (measured ≤ 1e-6). On this toy problem with augmentation,
-        // longer runs amplify float rounding by 10³–10⁴ at some schedule lengths, with any
-        // kernels: np=1 vs np=4, all on the direct kernels, differ by 9e-4, 2e-3 and 2e-2
-        // after 6, 8 and 12-step schedules, and by 2e-5 after 20 steps.
+        // a sample dealt to the wrong rank or augmented differently shows from the first step
+        // (it moves that step's gradient by a whole sample's share, 1/32). Compared after 5 steps over all tensors
+        // together: per tensor, the near-zero batch-norm biases magnify the ranks' different
+        // summation orders (rounding) within a few steps, by how much depending on the kernels'
+        // lane counts (measured 1e-6 with AVX-512's 16 lanes, 2e-4 with AVX2's 8); on this toy
+        // with augmentation, longer runs amplify rounding by 10³–10⁴ at some schedule lengths.
         let d = try tempDir()
         let base = try setUpRun(d) + ["--augment", "standard", "--seed", "5", "--bn", "sync", "--max-steps", "5"] + Self.noWinograd4
         var r = try Self.run(np: 1, base + ["--out", d + "/np1"])
         XCTAssertEqual(r.status, 0, r.err)
         r = try Self.run(np: 4, base + ["--out", d + "/np4"])
         XCTAssertEqual(r.status, 0, r.err)
-        let diff = try Self.differences(d + "/np4/model.safetensors", d + "/np1/model.safetensors")
-        let worst = diff.max { $0.value < $1.value }!
-        XCTAssertLessThan(worst.value, 1e-5, "\(worst.key) differs by \(worst.value)")
+        let total = try Self.totalDifference(d + "/np4/model.safetensors", d + "/np1/model.safetensors")
+        print("np=4 vs np=1 after 5 steps, over all tensors: \(total)")
+        XCTAssertLessThan(total, 1e-5, "np=4 differs from np=1 by \(total) over all tensors")
     }
 
     func testOnlyRankZeroPrintsAndErrorsEndTheJob() throws {
