@@ -239,11 +239,11 @@ struct Train: ParsableCommand {
 
 /// Where the convolutions use Winograd (`train` and `bench`).
 struct WinogradOptions: ParsableArguments {
-    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) on planes whose 2×2 tiles fill vectors of 16 (8×8, 16×16, 32×32, …; 0: all such layers; a huge value: none).")
+    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) on planes wider than 32 whose 2×2 tiles fill vectors of 16 (64×64, …; narrower planes go to F(4×4, 3×3); 0: all such layers; a huge value: none).")
     var winogradMinChannels = Conv2d.winogradMinChannels
     @Option(help: "The same threshold for the weight gradient alone (Winograd's pays from narrower layers).")
     var winogradWeightGradMinChannels = Conv2d.winogradWeightGradMinChannels
-    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels run their output and input gradient on Winograd F(4×4, 3×3) instead, on planes 8, 16 or 32 wide (a huge value: none).")
+    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels run their output and input gradient on Winograd F(4×4, 3×3) instead, on planes up to 32 wide (a huge value: none).")
     var winograd4MinChannels = Conv2d.winograd4MinChannels
 
     func apply() {
@@ -271,12 +271,23 @@ struct Bench: ParsableCommand {
     @OptionGroup var winograd: WinogradOptions
     @Flag(help: "Instead of the step: time one 3×3 stride-1 conv, direct kernels vs Winograd, at several widths and plane sizes.")
     var convKernels = false
+    @Option(help: "With --conv-kernels: the shapes, as comma-separated CHANNELSxSIDE (e.g. 64x56,128x28); default: the CIFAR and Fashion-MNIST ResNets' and a few smaller.")
+    var convShapes: String?
 
     func run() throws {
         if convKernels {
             BLAS.setThreads(threads)
             var k = ConvKernelBenchmark()
             k.batch = batchSize
+            if let spec = convShapes {
+                k.shapes = try spec.split(separator: ",").map { part in
+                    let v = part.split(separator: "x").compactMap { Int($0) }
+                    guard v.count == 2, v.allSatisfy({ $0 > 0 }) else {
+                        throw ValidationError("--conv-shapes: expected CHANNELSxSIDE items like 64x56, got '\(part)'")
+                    }
+                    return (v[0], v[1])
+                }
+            }
             print("# 3×3 stride-1 conv, batch \(batchSize), BLAS threads \(threads), kernels \(KernelISA.current): direct vs Winograd F(2×2, 3×3) and F(4×4, 3×3); best of \(k.reps)\n")
             print(k.run())
             return

@@ -6,9 +6,10 @@ import CKernels
 /// (`CKernels`: zero-bordered planes, register-blocked FMAs, no unfolded matrix):
 /// output, weight gradient and input gradient at stride 1 or 2 (the stride-2 input gradient as
 /// four stride-1 correlations, one per phase of the input). Wide stride-1
-/// layers use Winograd instead: F(4×4, 3×3) from `winograd4MinChannels` channels on planes 16
-/// 8, 16 or 32 wide, F(2×2, 3×3) from `winogradMinChannels` on the other planes where it pays.
-/// 1×1 stride-2 layers run the same kernel over subsampled planes.
+/// layers use Winograd instead: F(4×4, 3×3) from `winograd4MinChannels` channels on planes up
+/// to 32 wide, F(2×2, 3×3) from `winogradMinChannels` on wider planes where it pays.
+/// 1×1 stride-2 layers run the same kernel over subsampled planes. Every kernel runs on the
+/// instruction set `KernelISA` chose (AVX-512, AVX2 + FMA or portable C).
 /// Everything else unfolds chunks of images (`im2col`, or a plain channel-major
 /// copy for 1×1 stride-1 kernels) and runs GEMMs `W (Cout, C·k·k) × col (C·k·k, m·OH·OW)`;
 /// backward recomputes the unfolding instead of caching it, so one scratch
@@ -66,13 +67,13 @@ public final class Conv2d: Layer {
     /// fewer multiplies, but transforms whose cost per tile does not shrink with the channel
     /// count. Measured on an AVX-512 core (`tricks-worker bench --conv-kernels`,
     /// docs/performance.md), output and input gradient take 0.6–0.85× the direct kernels' time
-    /// at 32 to 128 channels; at 16, 0.92–1.0×, within this machine's noise, so those layers keep
-    /// the direct kernels. 0 uses it for every stride-1 3×3 layer on such planes, `Int.max` for
-    /// none.
+    /// at 32 to 128 channels; at 16, 0.92–1.0×, within that machine's noise, so those layers keep
+    /// the direct kernels (on AVX2, 0.4–0.6× from 16 channels: F(4×4, 3×3) takes those layers
+    /// first). 0 uses it for every stride-1 3×3 layer on such planes, `Int.max` for none.
     public static var winogradMinChannels = 32
 
     /// Stride-1 3×3 layers with at least this many input and output channels run their output
-    /// and input gradient on Winograd F(4×4, 3×3) on planes 16 or 32 wide (`winograd4Plane`):
+    /// and input gradient on Winograd F(4×4, 3×3) on planes up to 32 wide (`winograd4Plane`):
     /// 4× fewer multiplies than the direct kernels, transforms of 6×6 tiles that cost about
     /// what F(2×2, 3×3)'s 4×4 ones do per output. Errors grow with the tile (about 3e-6 of the
     /// output's scale in float32 against 1e-6), as in other libraries that use it.

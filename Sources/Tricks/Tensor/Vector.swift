@@ -1,7 +1,7 @@
 import CKernels
 
 /// Element-wise kernels of the layers. The loops live in `CKernels`, compiled for AVX-512,
-/// AVX2 and baseline x86-64 and chosen at load time, with identical rounding on each;
+/// AVX2 and baseline x86-64 and chosen by `KernelISA`, with identical rounding on each;
 /// whole-tensor operations are split over threads by `Parallel`.
 enum Vec {
     /// y = max(x, 0)
