@@ -259,6 +259,20 @@ final class LayerGradientTests: XCTestCase {
             }
             XCTAssertNotEqual(results[0][2].max(), 0.25)  // the gradient was accumulated
         }
+        // 1×1 stride-2 layers: images packed and weight-gradient rows (not a multiple of the
+        // 4-row tile) split over threads.
+        let x = GradCheck.randomTensor([7, 24, 15, 15], seed: 44), dy = GradCheck.randomTensor([7, 42, 8, 8], seed: 45)
+        let w1 = GradCheck.randomTensor([42, 24, 1, 1], seed: 46, scale: 0.2)
+        var results: [[Float]] = []
+        for threads in [1, 2, 3] {
+            BLAS.setThreads(threads)
+            let conv = Conv2d("p", 24, 42, kernel: 1, stride: 2, workspace: Workspace())
+            XCTAssertTrue(conv.usesDirectPointwise)
+            _ = conv.weight.values.update(from: w1.array)
+            conv.weight.grads.update(repeating: 0.25)
+            results.append(conv.forward(x, mode: .training).array + conv.backward(dy).array + Array(conv.weight.grads))
+        }
+        XCTAssertTrue(results[1] == results[0] && results[2] == results[0], "1×1 stride-2 passes differ between thread counts")
     }
 
     func testBatchNormAndElementwiseAreIndependentOfThreadCount() {

@@ -341,8 +341,16 @@ public final class Conv2d: Layer {
         if usesDirectPointwise {
             let s = ws.scratch(0, count: tk_conv1x1_s2_scratch(Int32(g.n), Int32(inChannels), Int32(outChannels),
                                                                Int32(g.h), Int32(g.w)))
-            tk_conv1x1_s2_backward_weight(x.data, dyT.data, Int32(g.n), Int32(inChannels), Int32(g.h), Int32(g.w),
-                                          Int32(outChannels), weight.grad, s)
+            let (n, c, h, w, k) = (Int32(g.n), Int32(inChannels), Int32(g.h), Int32(g.w), Int32(outChannels))
+            let packers = directWorkers(g.n), rowTiles = (outChannels + 3) / 4, rowers = directWorkers(rowTiles)
+            Parallel.forEach(packers) { t in
+                tk_conv1x1_s2_wgrad_pack(x.data, dyT.data, n, c, h, w, k, s, Int32(g.n * t / packers),
+                                         Int32(g.n * (t + 1) / packers))
+            }
+            Parallel.forEach(rowers) { t in
+                tk_conv1x1_s2_wgrad_rows(n, c, h, w, k, weight.grad, s, Int32(4 * (rowTiles * t / rowers)),
+                                         Int32(4 * (rowTiles * (t + 1) / rowers)))
+            }
             if needsInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
             return dx
         }
