@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks (release build, one BLAS thread per rank): a resnet20 training step at
-# batch 32 on 32×32×3 with a per-layer table and raw sgemm at the same shapes, then
-# data-parallel steps at np=1 and np=2 with synchronized and local batch norm.
+# batch 32 on 32×32×3 with a per-layer table and raw sgemm at the same shapes, the same
+# step once per kernel instruction set the CPU runs (TRICKS_ISA), then data-parallel
+# steps at np=1 and np=2 with synchronized and local batch norm.
 # Prints markdown tables; docs/performance.md records a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,18 @@ echo
 $bin bench --batch-size 32 --threads 1 --steps "$steps"
 header="| ranks | batch/rank | BN | median ms | min ms | wait ms | images/s |
 |---:|---:|---|---:|---:|---:|---:|"
+echo
+echo "The same step on each kernel instruction set this CPU runs (TRICKS_ISA):"
+echo
+echo "| kernels | ranks | batch/rank | BN | median ms | min ms | wait ms | images/s |"
+echo "|---|---:|---:|---|---:|---:|---:|---:|"
+for isa in portable avx2 avx512; do
+  case "$isa" in
+    avx2) grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo || continue ;;
+    avx512) grep -qw avx512f /proc/cpuinfo || continue ;;
+  esac
+  echo "| $isa $(TRICKS_ISA=$isa $bin bench --batch-size 32 --threads 1 --steps "$steps" --row | tail -n 1)"
+done
 echo
 echo "The same step with every convolution on im2col + GEMM (no direct kernels):"
 echo; echo "$header"
