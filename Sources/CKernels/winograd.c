@@ -443,6 +443,7 @@ INLINE void fgemm_dispatch_narrow(int R, const float *u, size_t up, const float 
  * of 16, at most `maxv` vectors per register tile (one when NARROW). */
 INLINE void fgemm(const int NARROW, const int X, const int maxv, const float *u, const float *wt, int K, int N, int T,
                   size_t P, float *m) {
+    if (N <= 0) return;
     const int mv = NARROW ? 1 : maxv;
     /* register tiles of rows as equal as they can be (no thin last tile) */
     int most = NARROW ? NFR : FR, tiles = (N + most - 1) / most, rows = (N + tiles - 1) / tiles;

@@ -239,11 +239,11 @@ struct Train: ParsableCommand {
 
 /// Where the convolutions use Winograd (`train` and `bench`).
 struct WinogradOptions: ParsableArguments {
-    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) on planes wider than 32 whose 2×2 tiles fill vectors of 16 (64×64, …; narrower planes go to F(4×4, 3×3); 0: all such layers; a huge value: none).")
+    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels use Winograd F(2×2, 3×3) on planes whose 2×2 tiles fill vectors of 16, where F(4×4, 3×3) does not take them (0: all such layers; a huge value: none).")
     var winogradMinChannels = Conv2d.winogradMinChannels
     @Option(help: "The same threshold for the weight gradient alone (Winograd's pays from narrower layers).")
     var winogradWeightGradMinChannels = Conv2d.winogradWeightGradMinChannels
-    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels run their output and input gradient on Winograd F(4×4, 3×3) instead, on planes up to 32 wide (a huge value: none).")
+    @Option(help: "Stride-1 3×3 layers with at least this many input and output channels run their output and input gradient on Winograd F(4×4, 3×3) instead, on planes of any size (a huge value: none).")
     var winograd4MinChannels = Conv2d.winograd4MinChannels
 
     func apply() {

@@ -6,8 +6,8 @@ import CKernels
 /// (`CKernels`: zero-bordered planes, register-blocked FMAs, no unfolded matrix):
 /// output, weight gradient and input gradient at stride 1 or 2 (the stride-2 input gradient as
 /// four stride-1 correlations, one per phase of the input). Wide stride-1
-/// layers use Winograd instead: F(4×4, 3×3) from `winograd4MinChannels` channels on planes up
-/// to 32 wide, F(2×2, 3×3) from `winogradMinChannels` on wider planes where it pays.
+/// layers use Winograd instead: F(4×4, 3×3) from `winograd4MinChannels` channels on any plane,
+/// F(2×2, 3×3) from `winogradMinChannels` where F(4×4, 3×3) is turned off and it pays.
 /// 1×1 stride-2 layers run the same kernel over subsampled planes. Every kernel runs on the
 /// instruction set `KernelISA` chose (AVX-512, AVX2 + FMA or portable C).
 /// Everything else unfolds chunks of images (`im2col`, or a plain channel-major
@@ -73,7 +73,7 @@ public final class Conv2d: Layer {
     public static var winogradMinChannels = 32
 
     /// Stride-1 3×3 layers with at least this many input and output channels run their output
-    /// and input gradient on Winograd F(4×4, 3×3) on planes up to 32 wide (`winograd4Plane`):
+    /// and input gradient on Winograd F(4×4, 3×3) on any plane (`winograd4Plane`):
     /// 4× fewer multiplies than the direct kernels, transforms of 6×6 tiles that cost about
     /// what F(2×2, 3×3)'s 4×4 ones do per output. Errors grow with the tile (about 3e-6 of the
     /// output's scale in float32 against 1e-6), as in other libraries that use it.
@@ -94,17 +94,19 @@ public final class Conv2d: Layer {
         h % 2 == 0 && w % 2 == 0 && (h / 2) * (w / 2) % 16 == 0
     }
 
-    /// Planes F(4×4, 3×3) takes: up to 32 wide, any height. Rows of 9 to 32 are taken as rows of
-    /// 16 or 32 (their columns past the plane zero), a vector holding four or two tile rows;
-    /// planes up to 8 wide, eight images to a vector. Wider planes go to F(2×2, 3×3).
-    public static func winograd4Plane(h: Int, w: Int) -> Bool { w <= 32 }
+    /// Planes F(4×4, 3×3) takes: all, with partial tiles at the edges. Rows of 9 to 32 are taken
+    /// as rows of 16 or 32 (their columns past the plane zero), a vector holding four or two tile
+    /// rows; planes up to 8 wide eight images to a vector; wider ones row by row. Measured on AVX2
+    /// (docs/performance.md) it beats F(2×2, 3×3) on every plane tried, 56×56 included (64
+    /// channels: 0.41× the direct kernels' time against 0.60×).
+    public static func winograd4Plane(h: Int, w: Int) -> Bool { true }
 
     /// One line naming the convolution kernels in use and their thresholds (training and bench headers).
     public static var kernelSummary: String {
         guard directConvolution else { return "im2col + GEMM for every conv" }
         func from(_ c: Int) -> String { c == Int.max ? "off" : "≥ \(c) channels" }
-        return "direct 3×3 and 1×1 stride-2 kernels; Winograd F(4×4, 3×3) \(from(winograd4MinChannels)) on planes up to 32 wide, "
-            + "F(2×2, 3×3) \(from(winogradMinChannels)) on wider planes of whole vectors, weight gradient \(from(winogradWeightGradMinChannels))"
+        return "direct 3×3 and 1×1 stride-2 kernels; Winograd F(4×4, 3×3) \(from(winograd4MinChannels)), "
+            + "else F(2×2, 3×3) \(from(winogradMinChannels)) on planes of whole vectors, weight gradient \(from(winogradWeightGradMinChannels))"
     }
 
     /// True when this layer's output and input gradient run on Winograd F(2×2, 3×3) for inputs
