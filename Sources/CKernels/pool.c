@@ -21,7 +21,9 @@
 #endif
 
 enum { MAX_WORKERS = 63 };
-static const long SPIN_NS = 200 * 1000; /* spin this long after a loop before sleeping */
+/* Spin this long after a loop before sleeping: with 200 µs a two-thread step of the main job
+ * still put the worker to sleep about 35 times (futex calls per step: 35 against 2.6 with 2 ms). */
+static const long SPIN_NS = 2000 * 1000;
 
 static pthread_mutex_t owner = PTHREAD_MUTEX_INITIALIZER;  /* held by the thread running a loop */
 static pthread_mutex_t sleep_lock = PTHREAD_MUTEX_INITIALIZER;
