@@ -1236,14 +1236,19 @@ INLINE void wgrad4_impl(const int NARROW, const float *x, const float *dy, int n
     else wgrad_tiles(NARROW, 4, x, dy, n, cin, h, w, cout, z, s);
 }
 
+/* Nonzero: the AVX2 path runs the AVX-512 register tiles (tests, on CPUs without AVX-512). */
+static int wide_tiles = 0;
+void tk_wino_use_wide_tiles(int on) { wide_tiles = on; }
+
 #define VARIANTS(name, params, args)                                                                 \
     AVX512 static void name##_avx512 params { name##_impl(0, args); }                                \
     AVX2_W static void name##_avx2 params { name##_impl(1, args); }                                  \
+    AVX2_W static void name##_avx2_wide params { name##_impl(0, args); }                             \
     PORTABLE_W static void name##_portable params { name##_impl(1, args); }                          \
     static void name##_run params {                                                                  \
         switch (tk_isa()) {                                                                          \
         case TK_ISA_AVX512: name##_avx512(args); return;                                             \
-        case TK_ISA_AVX2: name##_avx2(args); return;                                                 \
+        case TK_ISA_AVX2: if (wide_tiles) name##_avx2_wide(args); else name##_avx2(args); return;    \
         default: name##_portable(args); return;                                                      \
         }                                                                                            \
     }

@@ -93,11 +93,15 @@ final class LayerGradientTests: XCTestCase {
         let savedISA = KernelISA.current
         defer {
             try? KernelISA.use(savedISA)
+            KernelISA.winogradWideTilesOnAVX2 = false
             Self.restoreConvSettings(saved)
         }
-        for isa in KernelISA.supported { for tile in [0, 2, 4] {
+        // Every set the CPU runs, and on AVX2 once more with the AVX-512 kernels' Winograd tiles.
+        let paths = KernelISA.supported.map { ($0, false) } + (KernelISA.avx2.isSupported ? [(KernelISA.avx2, true)] : [])
+        for (isa, wide) in paths { for tile in [0, 2, 4] where !wide || tile != 0 {
             XCTAssertNoThrow(try KernelISA.use(isa))
             XCTAssertEqual(KernelISA.current, isa)
+            KernelISA.winogradWideTilesOnAVX2 = wide
             Conv2d.useWinograd(tile != 0, tile: tile)
             for (si, s) in shapes.enumerated() where tile == 0 || s.s == 1 {
                 let oh = (s.h - 1) / s.s + 1, ow = (s.w - 1) / s.s + 1
@@ -126,7 +130,7 @@ final class LayerGradientTests: XCTestCase {
                 } } } } }
                 let passes = convPasses(w, stride: s.s, x: x, dy: dy, grad: 0.5, tile: tile)
                 let (out, gx, gw) = (passes[0], passes[1], passes[2])
-                let tag = "\(isa)\(tile != 0 ? " winograd F(\(tile)×\(tile), 3×3)" : "") \(s)"
+                let tag = "\(isa)\(wide ? " (AVX-512 tiles)" : "")\(tile != 0 ? " winograd F(\(tile)×\(tile), 3×3)" : "") \(s)"
                 // Float32 sums of `terms` products: error bound 1e-6·√terms relative to the largest
                 // value; F(4×4, 3×3)'s transforms (coefficients up to 8 and 1/24) get 4e-6.
                 let unit = tile == 4 ? 4e-6 : 1e-6

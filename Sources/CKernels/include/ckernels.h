@@ -138,6 +138,10 @@ void tk_wino4_wgrad(const float *x, const float *dy, int n, int cin, int h, int 
 int tk_wino4_wgrad_group(int cin, int cout, int h, int w);
 void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1);
 
+/* Tests: nonzero makes the AVX2 path run the AVX-512 register tiles (8 × 3 vectors of 16 forward,
+ * 4 × 4 channels in the weight gradient), so CPUs without AVX-512 check that tiling's logic. */
+void tk_wino_use_wide_tiles(int on);
+
 /*
  * Element-wise kernels of the layers (ReLU, residual add, batch norm). Each has an
  * AVX-512, an AVX2 and a baseline version chosen by tk_isa(); all three round

@@ -48,6 +48,12 @@ public enum KernelISA: Int32, CaseIterable, Sendable, CustomStringConvertible {
         return try body()
     }
 
+    /// Runs the AVX-512 kernels' Winograd register tiling on the AVX2 path (tests: CPUs without
+    /// AVX-512 check that tiling's logic, which only its instruction set differs from).
+    static var winogradWideTilesOnAVX2 = false {
+        didSet { tk_wino_use_wide_tiles(winogradWideTilesOnAVX2 ? 1 : 0) }
+    }
+
     /// Throws when `TRICKS_ISA` names an unknown set or one this CPU lacks (the best set is in
     /// use meanwhile); programs call it at start so that such a request ends them.
     public static func checkEnvironment() throws {
