@@ -7,9 +7,8 @@
 
 enum { KB = 8, PB = 48, WKB = 3, SLACK = 64, GROUP_FLOATS = 1 << 18 };
 
-/* The portable loops: plain C for the baseline of the target, the reference the vector
- * versions are tested against. */
-#define PORTABLE
+/* The *_portable loops are plain C for the target's baseline, the reference the vector versions
+ * are tested against. */
 #define AVX2 __attribute__((target("avx2,fma")))
 
 static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
@@ -148,7 +147,7 @@ static void pack_weights(const float *weight, int cout, int cin, int transpose, 
 }
 
 /* One block of 8 output channels over positions [0, lr): out[j][p] = Σ_i Σ_t w[i][t][j]·plane_i[p + off_t]. */
-PORTABLE static void block_portable(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
+static void block_portable(const float *planes, int cin, geom g, const float *wb, float *out, size_t lr) {
     for (size_t p0 = 0; p0 < lr; p0 += PB) {
         float acc[KB][PB];
         memset(acc, 0, sizeof acc);
@@ -380,7 +379,7 @@ void tk_conv3x3_backward_data_s2(const float *dy, int n, int cin, int h, int w, 
 }
 
 /* Σ over the group's images of d_k[p]·plane_i[p + off_t] for k = k0 … k0+2 and all taps, added to acc. */
-PORTABLE static void wgrad_portable(const float *planes, const float *grads, int group, int cin, int kpad, geom g,
+static void wgrad_portable(const float *planes, const float *grads, int group, int cin, int kpad, geom g,
                            size_t lr, int i, int k0, double acc[WKB][9]) {
     for (int img = 0; img < group; img++) {
         const float *pl = planes + ((size_t)img * cin + i) * g.plane;
@@ -593,7 +592,7 @@ void tk_conv1x1_s2_backward_data(const float *dy, int n, int cin, int h, int w, 
  * summed in a fixed order. */
 #define PW_R 4
 #define PW_S 4
-PORTABLE static void pw_tile_portable(const float *a, const float *b, size_t ld, size_t T, int R, int S, float *z,
+static void pw_tile_portable(const float *a, const float *b, size_t ld, size_t T, int R, int S, float *z,
                                       int ldz) {
     for (int r = 0; r < R; r++)
         for (int s = 0; s < S; s++) {
@@ -693,11 +692,4 @@ void tk_conv1x1_s2_wgrad_rows(int n, int cin, int h, int w, int cout, float *dwe
             (void)isa;
             pw_tile_portable(a, b, T, T, R, S, z, cin);
         }
-}
-
-void tk_conv1x1_s2_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
-                                   float *dweight, float *scratch) {
-    if (n <= 0) return;
-    tk_conv1x1_s2_wgrad_pack(x, dy, n, cin, h, w, cout, scratch, 0, n);
-    tk_conv1x1_s2_wgrad_rows(n, cin, h, w, cout, dweight, scratch, 0, cout);
 }

@@ -21,8 +21,8 @@
  * Tiles of a group's images sit side by side, so the products see enough columns.
  *
  * F(4×4, 3×3), further below, follows the same plan with 6×6 tiles and 36 products: forward,
- * input gradient and weight gradient; on planes 16 or 32 wide its row passes hold two or four
- * tile rows per vector.
+ * input gradient and weight gradient; on planes 9 to 32 wide its row passes hold two or four
+ * tile rows per vector (rows taken as 16 or 32 wide), on planes up to 8 wide eight images.
  *
  * One source, written with vector extensions, compiled three times: for AVX-512, for AVX2 + FMA
  * and as portable C, chosen by tk_isa(). A vector of 16 floats is one zmm register, two ymm or
@@ -53,7 +53,6 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
 #define AVX512
 #define AVX2_W
 #endif
-#define PORTABLE_W
 
 /* BLOCK_WIDE: input channels from which forward blocks hold FV vectors of tiles (else one);
  * ROW_FLOATS: cap on a forward group's row-pass buffers; WGRAD_TILES, WGRAD_FLOATS: target tiles
@@ -426,19 +425,6 @@ INLINE void fgemm_dispatch(int R, int V, const float *u, size_t up, const float 
     if (V == 3) { FTILE_R(3) } else if (V == 2) { FTILE_R(2) } else { FTILE_R(1) }
 }
 
-/* The narrow tiles: R ≤ NFR rows, one vector. */
-INLINE void fgemm_dispatch_narrow(int R, const float *u, size_t up, const float *wt, int n, int K, float *m,
-                                  size_t mp) {
-    switch (R) {
-    case 1: fgemm_tile(1, 1, u, up, wt, n, K, m, mp); break;
-    case 2: fgemm_tile(2, 1, u, up, wt, n, K, m, mp); break;
-    case 3: fgemm_tile(3, 1, u, up, wt, n, K, m, mp); break;
-    case 4: fgemm_tile(4, 1, u, up, wt, n, K, m, mp); break;
-    case 5: fgemm_tile(5, 1, u, up, wt, n, K, m, mp); break;
-    default: fgemm_tile(NFR, 1, u, up, wt, n, K, m, mp); break;
-    }
-}
-
 /* For each of the X positions ξ: m_ξ (N × T) = wt_ξᵀ (N × K) · u_ξ (K × T), columns in vectors
  * of 16, at most `maxv` vectors per register tile (one when NARROW). */
 INLINE void fgemm(const int NARROW, const int X, const int maxv, const float *u, const float *wt, int K, int N, int T,
@@ -455,8 +441,7 @@ INLINE void fgemm(const int NARROW, const int X, const int maxv, const float *u,
             if (V > mv) V = mv;
             for (int o = 0; o < N; o += rows) {
                 int R = N - o < rows ? N - o : rows;
-                if (NARROW) fgemm_dispatch_narrow(R, ux + t, P, wx + o, N, K, mx + (size_t)o * P + t, P);
-                else fgemm_dispatch(R, V, ux + t, P, wx + o, N, K, mx + (size_t)o * P + t, P);
+                fgemm_dispatch(R, V, ux + t, P, wx + o, N, K, mx + (size_t)o * P + t, P);
             }
         }
     }
@@ -491,22 +476,6 @@ INLINE void wgemm_tile(const int R, const int S, const float *gv, const float *u
     UNROLL for (int r = 0; r < R; r++) UNROLL for (int s = 0; s < S; s++) z[(size_t)r * ldz + s] += sums[r * WS + s];
 }
 
-#define WTILE_S(R)                                                                                          \
-    switch (S) {                                                                                            \
-    case 1: wgemm_tile(R, 1, gv, uv, P, T, z, ldz); break;                                                  \
-    case 2: wgemm_tile(R, 2, gv, uv, P, T, z, ldz); break;                                                  \
-    case 3: wgemm_tile(R, 3, gv, uv, P, T, z, ldz); break;                                                  \
-    default: wgemm_tile(R, 4, gv, uv, P, T, z, ldz); break;                                                 \
-    }
-
-INLINE void wgemm_dispatch(int R, int S, const float *gv, const float *uv, size_t P, int T, float *z, int ldz) {
-    switch (R) {
-    case 1: WTILE_S(1) break;
-    case 2: WTILE_S(2) break;
-    case 3: WTILE_S(3) break;
-    default: WTILE_S(4) break;
-    }
-}
 
 typedef float v8 __attribute__((vector_size(32), aligned(32)));
 typedef float v4 __attribute__((vector_size(16), aligned(16)));
@@ -516,10 +485,10 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
  * multiple of 16), each accumulator's lanes added in order. */
 INLINE void wgemm_tile8(const int R, const int S, const float *gv, const float *uv, size_t P, int T, float *z,
                         int ldz) {
-    v8 acc[NWR][NWS];
+    v8 acc[WR][WS];
     UNROLL for (int r = 0; r < R; r++) UNROLL for (int s = 0; s < S; s++) acc[r][s] = (v8){0};
     for (int t = 0; t < T; t += 8) {
-        v8 b[NWS];
+        v8 b[WS];
         UNROLL for (int s = 0; s < S; s++) b[s] = *(const v8u *)(uv + (size_t)s * P + t);
         UNROLL for (int r = 0; r < R; r++) {
             v8 a = *(const v8u *)(gv + (size_t)r * P + t);
@@ -537,19 +506,24 @@ INLINE void wgemm_tile8(const int R, const int S, const float *gv, const float *
     }
 }
 
-#define WTILE8_S(R)                                                                                         \
+/* An R × S weight-gradient tile (R ≤ 4, S ≤ 4; S ≤ NWS when NARROW) as constants. */
+#define WTILE(R, S_)                                                                                        \
+    (NARROW ? wgemm_tile8(R, S_, gv, uv, P, T, z, ldz) : wgemm_tile(R, S_, gv, uv, P, T, z, ldz))
+#define WTILE_S(R)                                                                                          \
     switch (S) {                                                                                            \
-    case 1: wgemm_tile8(R, 1, gv, uv, P, T, z, ldz); break;                                                 \
-    case 2: wgemm_tile8(R, 2, gv, uv, P, T, z, ldz); break;                                                 \
-    default: wgemm_tile8(R, NWS, gv, uv, P, T, z, ldz); break;                                              \
+    case 1: WTILE(R, 1); break;                                                                             \
+    case 2: WTILE(R, 2); break;                                                                             \
+    case 3: WTILE(R, 3); break;                                                                             \
+    default: WTILE(R, 4); break;                                                                            \
     }
 
-INLINE void wgemm_dispatch8(int R, int S, const float *gv, const float *uv, size_t P, int T, float *z, int ldz) {
+INLINE void wgemm_dispatch(const int NARROW, int R, int S, const float *gv, const float *uv, size_t P, int T, float *z,
+                           int ldz) {
     switch (R) {
-    case 1: WTILE8_S(1) break;
-    case 2: WTILE8_S(2) break;
-    case 3: WTILE8_S(3) break;
-    default: WTILE8_S(NWR) break;
+    case 1: WTILE_S(1) break;
+    case 2: WTILE_S(2) break;
+    case 3: WTILE_S(3) break;
+    default: WTILE_S(4) break;
     }
 }
 
@@ -565,8 +539,7 @@ INLINE void wgemm(const int NARROW, const int X, const float *v, const float *u,
             for (int c = 0; c < cin; c += cols) {
                 int S = cin - c < cols ? cin - c : cols;
                 const float *a = vx + (size_t)o * P, *b = ux + (size_t)c * P;
-                if (NARROW) wgemm_dispatch8(R, S, a, b, P, T, zx + (size_t)o * cin + c, cin);
-                else wgemm_dispatch(R, S, a, b, P, T, zx + (size_t)o * cin + c, cin);
+                wgemm_dispatch(NARROW, R, S, a, b, P, T, zx + (size_t)o * cin + c, cin);
             }
         }
     }
@@ -951,7 +924,7 @@ INLINE void cols_grad(const int F, const float *rbp, wgeom g, float *v, size_t x
  * Forward pass, a group of images at a time: row passes of all its input planes, then blocks of
  * tiles (16·block_vectors(cin) for F(2×2, 3×3), 16·F4V for F(4×4, 3×3)), each taken through the
  * column pass, the 16 or 36 products and the output column pass while its U and M stay in cache,
- * then the output row passes. F(4×4, 3×3) takes rows 16 or 32 wide packed.
+ * then the output row passes. F(4×4, 3×3) takes rows 9 to 32 wide packed.
  */
 INLINE void forward_tiles(const int NARROW, const int F, const float *x, int n, int cin, int h, int w, const float *wt, int cout,
                           float *y, float *scratch) {
@@ -1131,7 +1104,7 @@ static size_t forward_floats8(int cin, int cout, wgeom g) {
     return (size_t)(cin + cout) * RB4 * g.rb + 36 * (xstride(cin, bp) + xstride(cout, bp)) + 64;
 }
 
-/* Forward pass on planes 8 wide, an octet of images at a time: row passes of its cin channels,
+/* Forward pass on planes up to 8 wide, an octet of images at a time: row passes of its cin channels,
  * blocks of 16·F4V tiles through the column pass, 36 products and output column pass, then the
  * output row passes. */
 INLINE void forward8_impl(const int NARROW, const float *x, int n, int cin, int h, int w, const float *wt, int cout, float *y,
@@ -1170,7 +1143,7 @@ static size_t wgrad_floats8(int cin, int cout, wgeom g) {
     return RB4 * g.rb + 36 * (xstride(cin, p) + xstride(cout, p)) + 64;
 }
 
-/* Weight gradient on planes 8 wide: U and V of a group's octets, then the 36 products summed over
+/* Weight gradient on planes up to 8 wide: U and V of a group's octets, then the 36 products summed over
  * its tiles (missing images of a last octet add zeros). */
 INLINE void wgrad8_impl(const int NARROW, const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *z, float *scratch) {
     wgeom g = make_wgeom8(h, w);
@@ -1244,7 +1217,7 @@ void tk_wino_use_wide_tiles(int on) { wide_tiles = on; }
     AVX512 static void name##_avx512 params { name##_impl(0, args); }                                \
     AVX2_W static void name##_avx2 params { name##_impl(1, args); }                                  \
     AVX2_W static void name##_avx2_wide params { name##_impl(0, args); }                             \
-    PORTABLE_W static void name##_portable params { name##_impl(1, args); }                          \
+    static void name##_portable params { name##_impl(1, args); }                                     \
     static void name##_run params {                                                                  \
         switch (tk_isa()) {                                                                          \
         case TK_ISA_AVX512: name##_avx512(args); return;                                             \

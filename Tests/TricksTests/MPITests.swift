@@ -39,32 +39,31 @@ final class MPITests: XCTestCase {
         }
     }
 
-    /// Per-tensor relative difference ‖a − b‖ / max(‖b‖, tiny) between two checkpoints, by name.
-    static func differences(_ a: String, _ b: String) throws -> [String: Double] {
+    /// Per float tensor of two checkpoints, by name: Σ(a − b)² and Σb².
+    static func squaredSums(_ a: String, _ b: String) throws -> [String: (diff: Double, ref: Double)] {
         let da = try SafeTensors.decode(Data(contentsOf: URL(fileURLWithPath: a)), path: a)
         let db = try SafeTensors.decode(Data(contentsOf: URL(fileURLWithPath: b)), path: b)
-        var out: [String: Double] = [:]
+        var out: [String: (diff: Double, ref: Double)] = [:]
         for (k, va) in da {
             guard case .float(let x) = va.values, case .float(let y)? = db[k]?.values else { continue }
             var num = 0.0, den = 0.0
             for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(y[i]) * Double(y[i]) }
-            out[k] = num.squareRoot() / max(den.squareRoot(), 1e-12)
+            out[k] = (num, den)
         }
         return out
+    }
+
+    /// Per-tensor relative difference ‖a − b‖ / max(‖b‖, tiny) between two checkpoints, by name.
+    static func differences(_ a: String, _ b: String) throws -> [String: Double] {
+        try squaredSums(a, b).mapValues { $0.diff.squareRoot() / max($0.ref.squareRoot(), 1e-12) }
     }
 
     /// The relative difference over all float tensors together, ‖a − b‖ / ‖b‖: rounding that the
     /// near-zero batch-norm biases magnify in a few steps weighs by their size, not by theirs alone.
     static func totalDifference(_ a: String, _ b: String) throws -> Double {
-        let da = try SafeTensors.decode(Data(contentsOf: URL(fileURLWithPath: a)), path: a)
-        let db = try SafeTensors.decode(Data(contentsOf: URL(fileURLWithPath: b)), path: b)
-        var num = 0.0, den = 0.0, tensors = 0
-        for (k, va) in da {
-            guard case .float(let x) = va.values, case .float(let y)? = db[k]?.values else { continue }
-            tensors += 1
-            for i in 0..<x.count { num += Double(x[i] - y[i]) * Double(x[i] - y[i]); den += Double(y[i]) * Double(y[i]) }
-        }
-        precondition(tensors > 0, "no float tensors in common")
+        let sums = try squaredSums(a, b)
+        precondition(!sums.isEmpty, "no float tensors in common")
+        let (num, den) = sums.values.reduce((0.0, 0.0)) { ($0.0 + $1.diff, $0.1 + $1.ref) }
         return num.squareRoot() / max(den.squareRoot(), 1e-12)
     }
 

@@ -75,11 +75,9 @@ void tk_conv1x1_s2_forward(const float *x, int n, int cin, int h, int w, const f
                            float *scratch);
 void tk_conv1x1_s2_backward_data(const float *dy, int n, int cin, int h, int w, const float *weight, int cout,
                                  float *dx, float *scratch);
-void tk_conv1x1_s2_backward_weight(const float *x, const float *dy, int n, int cin, int h, int w, int cout,
-                                   float *dweight, float *scratch);
-/* tk_conv1x1_s2_backward_weight in two parts that threads can share: packing images [n0, n1),
- * then rows [k0, k1) of dweight (k0 a multiple of 4) over every image; either part's disjoint
- * ranges may run concurrently, and the result is that of the one call. */
+/* The weight gradient (adds into dweight) in two parts that threads can share: packing images
+ * [n0, n1) into scratch, then rows [k0, k1) of dweight (k0 a multiple of 4) over all n images;
+ * either part's disjoint ranges may run concurrently, and no result depends on the split. */
 void tk_conv1x1_s2_wgrad_pack(const float *x, const float *dy, int n, int cin, int h, int w, int cout, float *scratch,
                               int n0, int n1);
 void tk_conv1x1_s2_wgrad_rows(int n, int cin, int h, int w, int cout, float *dweight, const float *scratch, int k0,

@@ -73,11 +73,14 @@ public final class Conv2d: Layer {
     public static var winogradMinChannels = 32
 
     /// Stride-1 3×3 layers with at least this many input and output channels run their output
-    /// and input gradient on Winograd F(4×4, 3×3) on any plane (`winograd4Plane`):
-    /// 4× fewer multiplies than the direct kernels, transforms of 6×6 tiles that cost about
-    /// what F(2×2, 3×3)'s 4×4 ones do per output. Errors grow with the tile (about 3e-6 of the
-    /// output's scale in float32 against 1e-6), as in other libraries that use it.
-    /// Takes precedence over F(2×2, 3×3) where both apply.
+    /// and input gradient on Winograd F(4×4, 3×3), on planes of every size (partial tiles at the
+    /// edges; rows of 9 to 32 taken as rows of 16 or 32 with zero columns past the plane, a
+    /// vector holding four or two tile rows; planes up to 8 wide eight images to a vector; wider
+    /// ones row by row): 4× fewer multiplies than the direct kernels, transforms of 6×6 tiles
+    /// that cost about what F(2×2, 3×3)'s 4×4 ones do per output. Errors grow with the tile
+    /// (about 3e-6 of the output's scale in float32 against 1e-6), as in other libraries that
+    /// use it. Takes precedence over F(2×2, 3×3), which it beat on every plane measured on AVX2
+    /// (docs/performance.md; 64 channels at 56×56: 0.41× the direct kernels' time against 0.60×).
     public static var winograd4MinChannels = 16
 
     /// The weight gradient's own threshold: Winograd's weight gradient pays from narrower
@@ -94,13 +97,6 @@ public final class Conv2d: Layer {
         h % 2 == 0 && w % 2 == 0 && (h / 2) * (w / 2) % 16 == 0
     }
 
-    /// Planes F(4×4, 3×3) takes: all, with partial tiles at the edges. Rows of 9 to 32 are taken
-    /// as rows of 16 or 32 (their columns past the plane zero), a vector holding four or two tile
-    /// rows; planes up to 8 wide eight images to a vector; wider ones row by row. Measured on AVX2
-    /// (docs/performance.md) it beats F(2×2, 3×3) on every plane tried, 56×56 included (64
-    /// channels: 0.41× the direct kernels' time against 0.60×).
-    public static func winograd4Plane(h: Int, w: Int) -> Bool { true }
-
     /// One line naming the convolution kernels in use and their thresholds (training and bench headers).
     public static var kernelSummary: String {
         guard directConvolution else { return "im2col + GEMM for every conv" }
@@ -115,7 +111,7 @@ public final class Conv2d: Layer {
         winogradEligible && min(inChannels, outChannels) >= Conv2d.winogradMinChannels
     }
 
-    /// True when they run on F(4×4, 3×3) for inputs whose planes pass `winograd4Plane`.
+    /// True when they run on F(4×4, 3×3) (on every plane).
     public var usesWinograd4: Bool {
         winogradEligible && min(inChannels, outChannels) >= Conv2d.winograd4MinChannels
     }
@@ -131,7 +127,7 @@ public final class Conv2d: Layer {
 
     /// The Winograd tile of this geometry's output and input gradient: 4, 2 or none (0).
     private func winogradTile(_ g: ConvGeometry) -> Int {
-        if usesWinograd4 && (Conv2d.winogradAnyPlane || Conv2d.winograd4Plane(h: g.h, w: g.w)) { return 4 }
+        if usesWinograd4 { return 4 }
         return usesWinograd && winogradPlane(g) ? 2 : 0
     }
 

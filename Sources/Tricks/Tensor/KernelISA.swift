@@ -37,7 +37,7 @@ public enum KernelISA: Int32, CaseIterable, Sendable, CustomStringConvertible {
 
     /// Switches every kernel to `isa`; throws, changing nothing, when the CPU lacks it.
     public static func use(_ isa: KernelISA) throws {
-        guard tk_set_isa(isa.rawValue) == 0 else { throw KernelISAError.unsupported(isa, best: best, fromEnvironment: false) }
+        guard tk_set_isa(isa.rawValue) == 0 else { throw KernelISAError.unsupported(isa, fromEnvironment: false) }
     }
 
     /// Runs `body` with `isa` in use, then restores the previous set (for tests and comparisons).
@@ -60,7 +60,7 @@ public enum KernelISA: Int32, CaseIterable, Sendable, CustomStringConvertible {
         let requested = getenv("TRICKS_ISA").map { String(cString: $0) } ?? ""
         switch tk_isa_env_error() {
         case 1: throw KernelISAError.unknown(requested)
-        case 2: throw KernelISAError.unsupported(KernelISA(name: requested) ?? .portable, best: best, fromEnvironment: true)
+        case 2: throw KernelISAError.unsupported(KernelISA(name: requested) ?? .portable, fromEnvironment: true)
         default: return
         }
     }
@@ -69,13 +69,13 @@ public enum KernelISA: Int32, CaseIterable, Sendable, CustomStringConvertible {
 /// A request for a kernel instruction set that cannot be honoured.
 public enum KernelISAError: Error, CustomStringConvertible {
     case unknown(String)
-    case unsupported(KernelISA, best: KernelISA, fromEnvironment: Bool)
+    case unsupported(KernelISA, fromEnvironment: Bool)
 
     public var description: String {
         switch self {
         case .unknown(let name):
             return "TRICKS_ISA=\(name): unknown instruction set (use one of \(KernelISA.allCases.map(\.description).joined(separator: ", ")))"
-        case .unsupported(let isa, _, let env):
+        case .unsupported(let isa, let env):
             return (env ? "TRICKS_ISA=\(isa)" : "kernel instruction set \(isa)")
                 + ": this CPU does not support it (it runs \(KernelISA.supported.map(\.description).joined(separator: ", ")))"
         }

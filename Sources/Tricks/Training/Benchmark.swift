@@ -140,7 +140,7 @@ public struct StepBenchmark {
 /// gradient and weight gradient separately (the weight gradient alone is a backward pass with
 /// `needsInputGrad` off; the input gradient is the full backward minus that). These are the
 /// measurements behind `Conv2d.winogradMinChannels`, `winograd4MinChannels`,
-/// `winogradWeightGradMinChannels`, `winogradPlane` and `winograd4Plane`.
+/// `winogradWeightGradMinChannels` and `winogradPlane`.
 public struct ConvKernelBenchmark {
     public var batch = 32
     public var reps = 15
