@@ -20,9 +20,15 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg",
+                       providers: [.apt(["libjpeg-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        // JPEG and PNG in memory, with the libraries' longjmp errors turned into return codes.
+        .target(name: "CImageIO", dependencies: ["CJPEG", "CPNG"]),
         // Hand-written convolution kernels (AVX-512 chosen at run time, portable C otherwise).
         .target(name: "CKernels"),
-        .target(name: "Tricks", dependencies: ["CBLAS", "CZlib", "CKernels"]),
+        .target(name: "Tricks", dependencies: ["CBLAS", "CZlib", "CKernels", "CImageIO"]),
         .target(name: "TricksMPI", dependencies: ["Tricks", "CMPI"]),
         .executableTarget(name: "tricks-worker", dependencies: [
             "Tricks", "TricksMPI",

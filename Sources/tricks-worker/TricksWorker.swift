@@ -40,7 +40,7 @@ struct TricksWorker: ParsableCommand {
         commandName: "tricks-worker",
         abstract: "Data-parallel CNN training with synchronized batch norm and the bag of tricks.",
         discussion: "Run one process with `tricks-worker train`, or N with `mpirun -np N tricks-worker train`.",
-        subcommands: [Train.self, Eval.self, Plot.self, Bench.self, SelfTest.self],
+        subcommands: [Train.self, Eval.self, Plot.self, Bench.self, MakeScenes.self, DetectionData.self, SelfTest.self],
         defaultSubcommand: Train.self)
 }
 
@@ -63,8 +63,11 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a CIFAR-style ResNet; the last line printed is a JSON summary.")
 
-    @Option(help: "A directory of IDX files (train-*/t10k-*, optionally .gz) or an .npz with x_train, y_train, x_test, y_test. Default: Fashion-MNIST from the dataset-fashion-mnist package.")
+    @Option(help: "A directory of IDX files (train-*/t10k-*, optionally .gz), an image folder (DIR/train/<class>/*.png|jpg and DIR/val/ or DIR/test/), or an .npz with x_train, y_train, x_test, y_test. Default: Fashion-MNIST from the dataset-fashion-mnist package.")
     var data: String?
+
+    @Option(help: "Resize an image folder's images to this square size (default: their own size, which they must share).")
+    var imageSize: Int?
 
     @Option(help: "resnet20, resnet32, resnet44, resnet56 or resnet110.")
     var model = "resnet20"
@@ -183,7 +186,7 @@ struct Train: ParsableCommand {
 
     func makeConfig() throws -> TrainConfig {
         var c = TrainConfig()
-        c.data = data; c.model = model; c.batchSize = batchSize
+        c.data = data; c.imageSize = imageSize; c.model = model; c.batchSize = batchSize
         c.epochs = epochs ?? (maxSteps == nil ? 10 : nil)
         c.maxSteps = maxSteps; c.lr = lr; c.momentum = momentum; c.nesterov = nesterov
         c.weightDecay = wd; c.noBiasDecay = noBiasDecay; c.lrSchedule = lrSchedule

@@ -42,9 +42,15 @@ public struct DatasetSplits: Sendable {
     public var numClasses: Int
     /// Where it was read from.
     public var source: String
+    /// Class names, when the source has them (an image folder's sub-folders).
+    public var classNames: [String]? = nil
+
+    public init(train: ImageSet, test: ImageSet, numClasses: Int, source: String, classNames: [String]? = nil) {
+        self.train = train; self.test = test; self.numClasses = numClasses; self.source = source; self.classNames = classNames
+    }
 }
 
-/// Reads datasets from IDX (MNIST, Fashion-MNIST) or `.npz` files.
+/// Reads datasets from IDX (MNIST, Fashion-MNIST), `.npz` files or image folders.
 public enum DatasetLoader {
     /// Where Debian's `dataset-fashion-mnist` package puts its files.
     public static let fashionMNISTDirectory = "/usr/share/datasets/fashion-mnist"
@@ -71,13 +77,19 @@ public enum DatasetLoader {
         throw TricksError.badData("no --data given and Fashion-MNIST not found at \(fashionMNISTDirectory); install it with 'apt-get install dataset-fashion-mnist' or pass --data DIR|FILE.npz")
     }
 
-    /// Loads a directory of IDX files or an `.npz` file.
-    public static func load(_ path: String) throws -> DatasetSplits {
+    /// Loads a directory of IDX files, an image folder (`train/<class>/…`, see `ImageFolder`) or
+    /// an `.npz` file. `imageSize` resizes an image folder's images (other sources keep theirs).
+    public static func load(_ path: String, imageSize: Int? = nil) throws -> DatasetSplits {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw TricksError.badData("\(path): no such file or directory")
         }
-        var splits = isDir.boolValue ? try IDX.loadDirectory(path) : try NPZ.loadDataset(path)
+        let folder = isDir.boolValue && ImageFolder.matches(path)
+        if imageSize != nil && !folder {
+            throw TricksError.invalidArgument("--image-size applies to image folders (DIR/train/<class>/…); \(path) is not one")
+        }
+        var splits = !isDir.boolValue ? try NPZ.loadDataset(path)
+            : folder ? try ImageFolder.load(path, imageSize: imageSize) : try IDX.loadDirectory(path)
         let all = splits.train.labels + splits.test.labels
         guard let mx = all.max(), let mn = all.min() else { throw TricksError.badData("\(path): no labels") }
         guard mn >= 0 else { throw TricksError.badData("\(path): negative label \(mn)") }

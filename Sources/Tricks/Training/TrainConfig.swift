@@ -1,8 +1,10 @@
 /// Everything a training run needs, as a plain value: the CLI builds one from
 /// flags, and an embedder can build one in code.
 public struct TrainConfig: Codable, Equatable, Sendable {
-    /// A directory of IDX files or an `.npz` file; nil means Fashion-MNIST from its Debian package.
+    /// A directory of IDX files, an image folder or an `.npz` file; nil means Fashion-MNIST from its Debian package.
     public var data: String? = nil
+    /// Resize an image folder's images to this square size (nil: their own, which must agree).
+    public var imageSize: Int? = nil
     public var model = "resnet20"
     /// The global batch over all ranks.
     public var batchSize = 64

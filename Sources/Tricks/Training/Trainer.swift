@@ -44,7 +44,7 @@ public final class Trainer {
         guard c.mixup >= 0 else { throw TricksError.invalidArgument("--mixup must be ≥ 0") }
         guard (0..<1).contains(c.labelSmoothing) else { throw TricksError.invalidArgument("--label-smoothing must be in [0, 1)") }
 
-        var d = try DatasetLoader.load(try c.data ?? DatasetLoader.defaultDataPath())
+        var d = try DatasetLoader.load(try c.data ?? DatasetLoader.defaultDataPath(), imageSize: c.imageSize)
         if let k = c.numClasses {
             if let bad = (d.train.labels + d.test.labels).first(where: { $0 >= k }) {
                 throw TricksError.badData("\(d.source): label \(bad) out of range for --num-classes \(k)")
