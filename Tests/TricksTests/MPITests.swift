@@ -193,3 +193,45 @@ final class MPITests: XCTestCase {
         XCTAssertNotEqual(p.terminationStatus, 0)
     }
 }
+
+extension MPITests {
+    /// Random shapes, the shuffle, augmentation and mixup are keyed by (seed, step) and
+    /// (seed, epoch, sample): at np=4 each step has the same shape as at np=1 and the four ranks'
+    /// slices put together are np=1's batch, sample for sample and box for box.
+    func testDetectionBatchesAgreeAcrossWorldSizes() throws {
+        let d = try tempDir()
+        let m = try CLITests.run(["make-scenes", "--out", d, "--train-count", "48", "--test-count", "4"])
+        XCTAssertEqual(m.status, 0, m.err)
+        let args = ["detection-data", "--data", d, "--batch-size", "8", "--steps", "5", "--random-shapes", "64:160",
+                    "--shape-every", "2", "--mixup", "1.5", "--print", "--threads", "1"]
+        func parse(_ out: String) throws -> [Int: [(rank: Int, side: Int, samples: [Int], boxes: String)]] {
+            var steps: [Int: [(Int, Int, [Int], String)]] = [:]
+            for line in out.split(separator: "\n") where line.hasPrefix("{\"rank\"") {
+                let j = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                let boxes = try JSONSerialization.data(withJSONObject: j["boxes"]!)
+                steps[j["step"] as! Int, default: []].append((j["rank"] as! Int, j["side"] as! Int, j["samples"] as! [Int],
+                                                             String(decoding: boxes, as: UTF8.self)))
+            }
+            return steps
+        }
+        let one = try CLITests.run(args)
+        XCTAssertEqual(one.status, 0, one.err)
+        let four = try Self.run(np: 4, args)
+        XCTAssertEqual(four.status, 0, four.err)
+        let a = try parse(one.out), b = try parse(four.out)
+        XCTAssertEqual(a.count, 5); XCTAssertEqual(b.count, 5)
+        var sides = Set<Int>()
+        for step in 0..<5 {
+            guard let whole = a[step]?.first, let parts = b[step]?.sorted(by: { $0.rank < $1.rank }), parts.count == 4 else {
+                XCTFail("step \(step) missing"); continue
+            }
+            sides.insert(whole.side)
+            XCTAssertEqual(Set(parts.map(\.side)), [whole.side], "step \(step)")
+            XCTAssertEqual(parts.flatMap(\.samples), whole.samples, "step \(step)")
+            // Boxes: np=1's list of 8 per-image lists equals the four ranks' lists concatenated.
+            let joined = "[" + parts.map { String($0.boxes.dropFirst().dropLast()) }.joined(separator: ",") + "]"
+            XCTAssertEqual(joined, whole.boxes, "step \(step)")
+        }
+        XCTAssertGreaterThan(sides.count, 1, "the shape should change over 5 steps redrawn every 2")
+    }
+}

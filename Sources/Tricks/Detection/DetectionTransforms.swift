@@ -1,10 +1,12 @@
 import Foundation
 
-/// Where a letterboxed image's pixels came from: input `x` is output `x·scale + dx`.
+/// How a letterbox moved pixels: original `(x, y)` is at `(x·sx + dx, y·sy + dy)` (sx and sy
+/// differ only by the rounding of the resized sides).
 public struct LetterboxMap: Sendable, Equatable {
-    public var scale: Double, dx: Double, dy: Double
+    public var sx: Double, sy: Double, dx: Double, dy: Double
+    public init(sx: Double, sy: Double, dx: Double, dy: Double) { self.sx = sx; self.sy = sy; self.dx = dx; self.dy = dy }
     /// A box predicted on the letterboxed image, in the original image's pixels.
-    public func unmap(_ b: Box) -> Box { b.mapped(sx: 1 / scale, sy: 1 / scale, dx: -dx / scale, dy: -dy / scale) }
+    public func unmap(_ b: Box) -> Box { b.mapped(sx: 1 / sx, sy: 1 / sy, dx: -dx / sx, dy: -dy / sy) }
 }
 
 /// Geometric and photometric transforms of a detection sample, each moving the boxes with the
@@ -23,7 +25,7 @@ public enum DetectionTransforms {
         canvas.paste(im.resized(width: nw, height: nh), x: ox, y: oy)
         let sx = Double(nw) / Double(im.width), sy = Double(nh) / Double(im.height)
         let boxes = s.boxes.map { $0.mapped(sx: sx, sy: sy, dx: Double(ox), dy: Double(oy)) }
-        return (DetectionSample(image: canvas, boxes: boxes), LetterboxMap(scale: (sx + sy) / 2, dx: Double(ox), dy: Double(oy)))
+        return (DetectionSample(image: canvas, boxes: boxes), LetterboxMap(sx: sx, sy: sy, dx: Double(ox), dy: Double(oy)))
     }
 
     /// Mirrors left to right: `x ↦ W − x`.
@@ -68,8 +70,15 @@ public enum DetectionTransforms {
     public static func randomCrop(_ s: DetectionSample, minIoUs: [Double] = [0.1, 0.3, 0.5, 0.7, 0.9],
                                   minScale: Double = 0.3, maxAspect: Double = 2, trials: Int = 50,
                                   rng: inout SplitMix64) -> DetectionSample {
+        let (x, y, w, h) = randomCropWindow(s, minIoUs: minIoUs, minScale: minScale, maxAspect: maxAspect, trials: trials, rng: &rng)
+        return crop(s, x: x, y: y, width: w, height: h)
+    }
+
+    /// The window `randomCrop` cuts: `(x, y, width, height)`.
+    public static func randomCropWindow(_ s: DetectionSample, minIoUs: [Double], minScale: Double, maxAspect: Double,
+                                        trials: Int, rng: inout SplitMix64) -> (Int, Int, Int, Int) {
         let W = s.image.width, H = s.image.height
-        guard !s.boxes.isEmpty else { return s }
+        guard !s.boxes.isEmpty else { return (0, 0, W, H) }
         var candidates: [(Int, Int, Int, Int)] = [(0, 0, W, H)]
         for minIoU in minIoUs {
             for _ in 0..<trials {
@@ -85,8 +94,7 @@ public enum DetectionTransforms {
                 candidates.append((cx, cy, cw, ch)); break
             }
         }
-        let (x, y, w, h) = candidates[rng.below(candidates.count)]
-        return crop(s, x: x, y: y, width: w, height: h)
+        return candidates[rng.below(candidates.count)]
     }
 
     /// Photometric distortion (SSD's and GluonCV's `random_color_distort`): each of brightness
