@@ -15,8 +15,16 @@ public struct Image: Sendable, Equatable {
 
     /// An image of one colour (`fill` has one value per channel).
     public init(width: Int, height: Int, fill: [UInt8]) {
-        var p = [UInt8](repeating: 0, count: width * height * fill.count)
-        for i in 0..<width * height { for c in 0..<fill.count { p[i * fill.count + c] = fill[c] } }
+        let p: [UInt8]
+        if fill.count == 1 || Set(fill).count == 1 {
+            p = [UInt8](repeating: fill[0], count: width * height * fill.count)
+        } else {
+            p = [UInt8](unsafeUninitializedCapacity: width * height * fill.count) { b, n in
+                var k = 0
+                for _ in 0..<width * height { for v in fill { b[k] = v; k += 1 } }
+                n = k
+            }
+        }
         self.init(width: width, height: height, channels: fill.count, pixels: p)
     }
 
@@ -156,10 +164,14 @@ public struct Image: Sendable, Equatable {
     /// The region `x0..<x0+w`, `y0..<y0+h` (which must lie inside the image).
     public func cropped(x0: Int, y0: Int, width w: Int, height h: Int) -> Image {
         precondition(x0 >= 0 && y0 >= 0 && w > 0 && h > 0 && x0 + w <= width && y0 + h <= height, "crop outside the image")
-        var out = [UInt8](repeating: 0, count: w * h * channels)
-        for y in 0..<h {
-            let s = ((y0 + y) * width + x0) * channels, d = y * w * channels
-            for i in 0..<w * channels { out[d + i] = pixels[s + i] }
+        let c = channels, W = width
+        let out = [UInt8](unsafeUninitializedCapacity: w * h * c) { b, n in
+            pixels.withUnsafeBufferPointer { src in
+                for y in 0..<h {
+                    (b.baseAddress! + y * w * c).initialize(from: src.baseAddress! + ((y0 + y) * W + x0) * c, count: w * c)
+                }
+            }
+            n = w * h * c
         }
         return Image(width: w, height: h, channels: channels, pixels: out)
     }
@@ -168,13 +180,15 @@ public struct Image: Sendable, Equatable {
     /// this image are cut off.
     public mutating func paste(_ other: Image, x: Int, y: Int) {
         precondition(other.channels == channels)
-        for sy in 0..<other.height {
-            let dy = y + sy
-            if dy < 0 || dy >= height { continue }
-            for sx in 0..<other.width {
-                let dx = x + sx
-                if dx < 0 || dx >= width { continue }
-                for c in 0..<channels { self[dx, dy, c] = other[sx, sy, c] }
+        let sx0 = max(0, -x), sx1 = min(other.width, width - x)
+        guard sx1 > sx0 else { return }
+        let c = channels, n = (sx1 - sx0) * c, w = width, ow = other.width
+        other.pixels.withUnsafeBufferPointer { src in
+            pixels.withUnsafeMutableBufferPointer { dst in
+                for sy in max(0, -y)..<max(max(0, -y), min(other.height, height - y)) {
+                    let d = dst.baseAddress! + ((y + sy) * w + x + sx0) * c
+                    d.update(from: src.baseAddress! + (sy * ow + sx0) * c, count: n)
+                }
             }
         }
     }
