@@ -30,6 +30,14 @@ struct SelfTest: ParsableCommand {
         for (name, counts, mean, std) in cases {
             failures += check(comm: comm, name: name, counts: counts, mean: mean, std: std)
         }
+        // One layer over steps whose spatial sizes change (random-shape training): buffers sized
+        // for one step must not leak into the next, and the running statistics chain on.
+        let shared = BatchNorm2d("bn", 3)
+        for step in 0..<4 {
+            failures += check(comm: comm, name: "shape change, step \(step)", counts: (0..<n).map { 1 + ($0 + step) % 2 },
+                              mean: 0.2 * Double(step), std: 1, layer: shared, shapeSalt: 1 + step * 2)
+        }
+        cases.append(("shape change", [], 0, 0))
         // Every rank's verdict is gathered so the job fails as a whole.
         var bad = [Double(failures.count)]
         bad.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
@@ -41,9 +49,11 @@ struct SelfTest: ParsableCommand {
     }
 
     /// Rank r holds `counts[r]` samples of C channels at its own spatial size.
-    func check(comm: Communicator, name: String, counts: [Int], mean: Double, std: Double) -> [String] {
+    /// `layer` reuses one layer across calls; `shapeSalt` changes every rank's spatial size.
+    func check(comm: Communicator, name: String, counts: [Int], mean: Double, std: Double,
+               layer: BatchNorm2d? = nil, shapeSalt: Int = 0) -> [String] {
         let C = 3, rank = comm.rank
-        let hw = counts.indices.map { (2 + $0 % 3, 3 + $0 % 2) }       // different spatial sizes per rank
+        let hw = counts.indices.map { (2 + ($0 + shapeSalt) % 3 + shapeSalt, 3 + ($0 + shapeSalt) % 2) }   // different spatial sizes per rank
         func data(_ r: Int, _ salt: UInt64, _ mu: Double, _ sd: Double) -> [Float] {
             var g = SplitMix64(key: [UInt64(r), salt])
             return (0..<counts[r] * C * hw[r].0 * hw[r].1).map { i in
@@ -73,7 +83,9 @@ struct SelfTest: ParsableCommand {
             }
         }
         // The layer under test, on this rank's slice.
-        let bn = BatchNorm2d("bn", C)
+        let bn = layer ?? BatchNorm2d("bn", C)
+        let rm0 = (0..<C).map { Double(bn.runningMean[$0]) }, rv0 = (0..<C).map { Double(bn.runningVar[$0]) }
+        bn.weight.grad.update(repeating: 0, count: C); bn.bias.grad.update(repeating: 0, count: C)
         _ = bn.weight.values.update(from: gamma); _ = bn.bias.values.update(from: beta)
         bn.group = comm
         let x = Tensor(shape: [counts[rank], C, hw[rank].0, hw[rank].1], values: xs[rank])
@@ -99,8 +111,8 @@ struct SelfTest: ParsableCommand {
         for c in 0..<C {
             expect("dgamma[\(c)]", grads[c], sdyx[c], tol: 1e-3)
             expect("dbeta[\(c)]", grads[C + c], sdy[c], tol: 1e-4)
-            expect("running_mean[\(c)]", bn.runningMean[c], 0.1 * mu[c], tol: 1e-6)
-            expect("running_var[\(c)]", bn.runningVar[c], 0.9 + 0.1 * v[c] * cnt / (cnt - 1), tol: 1e-6)
+            expect("running_mean[\(c)]", bn.runningMean[c], 0.9 * rm0[c] + 0.1 * mu[c], tol: 1e-6)
+            expect("running_var[\(c)]", bn.runningVar[c], 0.9 * rv0[c] + 0.1 * v[c] * cnt / (cnt - 1), tol: 1e-6)
         }
         return fails
     }
