@@ -1,6 +1,6 @@
 import CKernels
 
-/// 2-D convolution without bias over NCHW, as `torch.nn.Conv2d(bias=False)`.
+/// 2-D convolution over NCHW, as `torch.nn.Conv2d` (without bias unless asked).
 ///
 /// 3×3 padding-1 convolutions (most of a ResNet's FLOPs) run on direct kernels
 /// (`CKernels`: zero-bordered planes, register-blocked FMAs, no unfolded matrix):
@@ -18,6 +18,8 @@ public final class Conv2d: Layer {
     public let inChannels, outChannels, kernel, stride, padding: Int
     /// The weight, `(Cout, Cin, k, k)`.
     public let weight: Parameter
+    /// The bias, `(Cout)`, or nil.
+    public let bias: Parameter?
     /// False for a network's first layer: its input gradient is never needed.
     public var needsInputGrad = true
     private let ws: Workspace
@@ -29,14 +31,24 @@ public final class Conv2d: Layer {
     private let transformed = Tensor(shape: [0])
 
     public init(_ name: String, _ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1,
-                padding: Int = 0, workspace: Workspace) {
+                padding: Int = 0, bias: Bool = false, workspace: Workspace) {
         self.inChannels = inChannels; self.outChannels = outChannels
         self.kernel = kernel; self.stride = stride; self.padding = padding
         weight = Parameter(name: name + ".weight", shape: [outChannels, inChannels, kernel, kernel])
+        self.bias = bias ? Parameter(name: name + ".bias", shape: [outChannels], isBiasOrNorm: true) : nil
         ws = workspace
     }
 
-    public var parameters: [Parameter] { [weight] }
+    /// A convolution in one line: `Conv2d(name: "head.0", in: 64, out: 128, kernel: 3)` pads by
+    /// `kernel / 2` ("same" at stride 1) unless told otherwise. Layers that run one after another
+    /// can share a `workspace` (scratch memory); by default each has its own.
+    public convenience init(name: String, in inChannels: Int, out outChannels: Int, kernel: Int, stride: Int = 1,
+                            padding: Int? = nil, bias: Bool = false, workspace: Workspace = Workspace()) {
+        self.init(name, inChannels, outChannels, kernel: kernel, stride: stride, padding: padding ?? kernel / 2,
+                  bias: bias, workspace: workspace)
+    }
+
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
 
     private var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
 
@@ -302,6 +314,32 @@ public final class Conv2d: Layer {
 
     /// x: `(N, Cin, H, W)` → `(N, Cout, OH, OW)`.
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        let out = convolve(x)
+        if let b = bias {
+            let plane = out.shape[2] * out.shape[3], C = outChannels
+            for i in 0..<out.shape[0] * C {
+                let v = b.value[i % C], row = out.data + i * plane
+                for k in 0..<plane { row[k] += v }
+            }
+        }
+        return out
+    }
+
+    /// dy: `(N, Cout, OH, OW)` → dx `(N, Cin, H, W)`; adds into the weight (and bias) gradient.
+    public func backward(_ dy: Tensor) -> Tensor {
+        if let b = bias {
+            let plane = dy.shape[2] * dy.shape[3], C = outChannels
+            for i in 0..<dy.shape[0] * C {
+                let row = dy.data + i * plane
+                var s: Float = 0
+                for k in 0..<plane { s += row[k] }
+                b.grad[i % C] += s
+            }
+        }
+        return convolveBackward(dy)
+    }
+
+    private func convolve(_ x: Tensor) -> Tensor {
         precondition(x.shape.count == 4 && x.shape[1] == inChannels,
                      "\(weight.name): expected (N, \(inChannels), H, W), got \(x.shape)")
         let g = ConvGeometry(n: x.shape[0], c: inChannels, h: x.shape[2], w: x.shape[3],
@@ -329,8 +367,7 @@ public final class Conv2d: Layer {
         return y
     }
 
-    /// dy: `(N, Cout, OH, OW)` → dx `(N, Cin, H, W)`; adds into the weight gradient.
-    public func backward(_ dyT: Tensor) -> Tensor {
+    private func convolveBackward(_ dyT: Tensor) -> Tensor {
         guard let x = input else { fatalError("\(weight.name): backward before forward") }
         let g = geometry
         let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)

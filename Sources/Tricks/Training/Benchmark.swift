@@ -27,25 +27,20 @@ public struct StepBenchmark {
         guard batch % comm.size == 0 else { throw TricksError.invalidArgument("batch \(batch) not divisible by \(comm.size) ranks") }
         let local = batch / comm.size
         let net = try ResNet(name: model, inChannels: channels, numClasses: classes, seed: 1)
-        net.setNormGroup(syncBN ? comm : nil)
+        let dp = try DataParallel(net, comm: comm, syncBatchNorm: syncBN)
         let opt = SGD(store: net.store, momentum: 0.9, weightDecay: 5e-4)
         let ce = SoftmaxCrossEntropy(labelSmoothing: 0.1)
-        let reducer = GradientReducer(store: net.store, comm: comm)
-        net.onGradientsReady = { reducer.gradientsReady($0) }
         var rng = SplitMix64(key: [7, UInt64(comm.rank)])
         let x = Tensor(shape: [local, channels, size, size])
         for i in 0..<x.count { x[i] = Float(rng.normal()) }
         let labels = (0..<local).map { _ in Int32(rng.below(classes)) }
         var wait = 0.0
         func step() {
-            net.store.zeroGrad()
+            dp.beginStep()
             let logits = net.forward(x, mode: .training)
             ce.forward(logits: logits, labels: labels, normalizer: batch)
-            reducer.beginStep()
             net.backward(ce.grad)
-            let t = Self.now()
-            reducer.finish()
-            wait += Self.now() - t
+            wait += dp.finishGradients()
             opt.step(lr: 0.01)
         }
         for _ in 0..<warmup { step() }

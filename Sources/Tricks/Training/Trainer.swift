@@ -18,7 +18,8 @@ public final class Trainer {
     public let stopStep: Int
     /// The step training starts from (0, or the resumed checkpoint's step).
     public private(set) var startStep = 0
-    public let reducer: GradientReducer
+    /// Initial broadcast, the BN group, gradient reduction and the replica check.
+    public let parallel: DataParallel
     /// The base learning rate in effect (`--lr`, or `--lr-per-256` scaled to the global batch).
     public let lr: Double
     /// Steps before this one train with mixup.
@@ -67,16 +68,9 @@ public final class Trainer {
         model = try ResNet(name: c.model, inChannels: d.train.channels, numClasses: d.numClasses, seed: c.seed)
         if c.zeroGamma { zeroGammaLayers(model).forEach { $0.weight.values.update(repeating: 0) } }
         if let path = c.initFrom, comm.rank == 0 { try SafeTensors.load(path, into: model.state) }
-        Trainer.broadcastState(model.state, comm: comm)
-        if let k = c.bnGroupSize {
-            guard k > 0, comm.size % k == 0 else {
-                throw TricksError.invalidArgument("--bn-group-size \(k) does not divide the number of ranks \(comm.size)")
-            }
-        }
         if let k = c.checkReplicas, k <= 0 { throw TricksError.invalidArgument("--check-replicas must be positive") }
-        model.setNormGroup(c.syncBN ? comm.subgroup(size: c.bnGroupSize ?? comm.size) : nil)
-        reducer = GradientReducer(store: model.store, comm: comm, bucketBytes: c.bucketBytes)
-        model.onGradientsReady = { [reducer] in reducer.gradientsReady($0) }
+        parallel = try DataParallel(model, comm: comm, syncBatchNorm: c.syncBN, bnGroupSize: c.bnGroupSize,
+                                    bucketBytes: c.bucketBytes)
         optimizer = SGD(store: model.store, momentum: Float(c.momentum), nesterov: c.nesterov,
                         weightDecay: Float(c.weightDecay), noBiasDecay: c.noBiasDecay)
         let spe = plan.stepsPerEpoch
@@ -109,7 +103,7 @@ public final class Trainer {
                 }
             }
         }
-        Trainer.broadcastState(model.state, comm: comm)
+        parallel.broadcastState()
         comm.broadcast(UnsafeMutableRawBufferPointer(start: optimizer.momentumBuffer, count: 4 * model.store.count), root: 0)
         var flags: [Int64] = [step, optimizer.hasMomentum ? 1 : 0]
         flags.withUnsafeMutableBytes { comm.broadcast($0, root: 0) }
@@ -121,17 +115,6 @@ public final class Trainer {
         guard comm.rank == 0, let out = config.out else { return }
         try TrainingCheckpoint.save(dir: out, model: model, optimizer: optimizer, info: .init(
             step: step, model: config.model, seed: config.seed, batchSize: config.batchSize))
-    }
-
-    /// Copies rank 0's parameters and buffers to every rank.
-    public static func broadcastState(_ state: [StateTensor], comm: Communicator) {
-        guard comm.size > 1 else { return }
-        for t in state {
-            switch t.storage {
-            case .float(let p): comm.broadcast(UnsafeMutableRawBufferPointer(start: p, count: 4 * t.count), root: 0)
-            case .int64(let p): comm.broadcast(UnsafeMutableRawBufferPointer(start: p, count: 8 * t.count), root: 0)
-            }
-        }
     }
 
     /// Test accuracy and mean loss of the current model in inference mode, sharded over ranks.
@@ -185,33 +168,13 @@ public final class Trainer {
         public var commWaitSeconds: Double
     }
 
-    /// A 64-bit FNV-1a hash of every parameter's bits (and, with synchronized BN, every buffer's).
-    public func replicaChecksum() -> UInt64 {
-        let buffersAgree = config.syncBN && (config.bnGroupSize ?? comm.size) >= comm.size
-        let parameterNames = Set(model.store.parameters.map(\.name))
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        func mix(_ raw: UnsafeRawBufferPointer) { for b in raw { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 } }
-        for t in model.state {
-            switch t.storage {
-            case .float(let p):
-                if !buffersAgree && !parameterNames.contains(t.name) { continue }
-                mix(UnsafeRawBufferPointer(start: p, count: 4 * t.count))
-            case .int64(let p): mix(UnsafeRawBufferPointer(start: p, count: 8 * t.count))
-            }
-        }
-        return h
-    }
+    /// A 64-bit FNV-1a hash of every parameter's bits (and, with BN synchronized over all ranks,
+    /// every buffer's).
+    public func replicaChecksum() -> UInt64 { parallel.checksum() }
 
     /// Ends the job if any rank's parameters differ from rank 0's.
     func checkReplicas(step: Int) throws {
-        guard comm.size > 1 else { return }
-        let mine = replicaChecksum()
-        var root = mine
-        withUnsafeMutableBytes(of: &root) { comm.broadcast($0, root: 0) }
-        var diverged = [Double](repeating: 0, count: comm.size)
-        diverged[comm.rank] = root == mine ? 0 : 1
-        diverged.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
-        let bad = diverged.indices.filter { diverged[$0] != 0 }
+        let bad = parallel.divergedRanks()
         if !bad.isEmpty {
             let msg = "replicas diverged at step \(step): rank(s) \(bad.map(String.init).joined(separator: ", ")) differ from rank 0"
             if comm.rank == 0 { comm.abort("tricks-worker: \(msg)", code: 4) }
@@ -233,7 +196,7 @@ public final class Trainer {
         log("training \(c.model) on \(data.source): \(data.train.count) train / \(data.test.count) test images, "
             + "\(data.train.channels)×\(data.train.height)×\(data.train.width), \(data.numClasses) classes")
         log("ranks \(comm.size), global batch \(c.batchSize) (\(local) per rank), \(spe) steps/epoch, "
-            + "\(stopStep) of \(schedule.totalSteps) steps, BN \(c.syncBN && comm.size > 1 ? "sync" : "local")")
+            + "\(stopStep) of \(schedule.totalSteps) steps, BN \(parallel.normMode)")
         log("kernels \(KernelISA.current) (CPU best \(KernelISA.best); TRICKS_ISA lowers it), BLAS threads \(BLAS.threads): "
             + Conv2d.kernelSummary)
         log("lr \(lr)" + (c.lrPer256.map { " (= \($0) × \(c.batchSize)/256)" } ?? "") + " \(c.lrSchedule.rawValue)"
@@ -266,12 +229,9 @@ public final class Trainer {
             let l = loss.forward(logits: logits, labels: labels, mixedWith: mixing ? partnerLabels : nil,
                                  lambdas: mixing ? lambdas : nil, normalizer: c.batchSize)
             guard l.isFinite else { comm.abort("rank \(comm.rank): loss is \(l) at step \(step); lower --lr", code: 3) }
-            model.store.zeroGrad()
-            reducer.beginStep()
+            parallel.beginStep()
             model.backward(loss.grad)
-            let tw = Date()
-            reducer.finish()
-            commWait += Date().timeIntervalSince(tw)
+            commWait += parallel.finishGradients()
             let rate = schedule.rate(at: step)
             optimizer.step(lr: Float(rate))
             computeSeconds += Date().timeIntervalSince(t0)

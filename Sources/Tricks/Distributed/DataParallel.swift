@@ -1,0 +1,168 @@
+import Foundation
+
+/// Data-parallel training of one model replica per rank, shaped like PyTorch's
+/// `DistributedDataParallel`: one object owns what every replica must agree on.
+///
+/// - At creation, rank 0's parameters and buffers are broadcast to every rank.
+/// - Every batch-norm layer gets its statistics group: all ranks (SyncBatchNorm), groups of
+///   `bnGroupSize` consecutive ranks, or none (local BN); `normMode` reports what is in effect.
+/// - Gradients are summed over ranks in buckets (`GradientReducer`), overlapped with backward
+///   when the model reports finished gradients through `gradientsReady` (or the `hook`
+///   closure); `finishGradients()` waits for them. Gradients are *summed*: divide the loss by
+///   the global batch (as `SoftmaxCrossEntropy(normalizer:)` does) for the mean over all ranks'
+///   samples, or set `average` to divide by the number of ranks instead (each rank's loss
+///   averaged over its own samples, as in DDP).
+/// - `checkReplicas()` compares a checksum of every rank's parameters with rank 0's.
+///
+/// One step:
+///
+///     dp.beginStep()                      // zeroes gradients, resets the buckets
+///     let l = loss.forward(logits: model.forward(x, mode: .training), labels: y, normalizer: globalBatch)
+///     model.backward(loss.grad)           // calling dp.gradientsReady(params) as layers finish, if it can
+///     dp.finishGradients()
+///     optimizer.step(lr: ...)
+public final class DataParallel {
+    public let comm: Communicator
+    public let store: ParameterStore
+    public let state: [StateTensor]
+    public let norms: [BatchNorm2d]
+    public let reducer: GradientReducer
+    /// Divide the summed gradients by the number of ranks in `finishGradients()`.
+    public var average = false
+
+    /// How batch norm normalizes under this wrapper.
+    public enum NormMode: Hashable, CustomStringConvertible, Sendable {
+        /// One process: plain batch norm over its batch.
+        case single
+        /// Statistics over each rank's batch alone.
+        case local
+        /// SyncBatchNorm over groups of `ranks` ranks (all of them when it equals the world size).
+        case sync(ranks: Int)
+
+        public var description: String {
+            switch self {
+            case .single: return "single process"
+            case .local: return "local"
+            case .sync(let k): return "sync over \(k) ranks"
+            }
+        }
+    }
+    public let normMode: NormMode
+
+    /// - Parameters:
+    ///   - store, state, norms: the model's parameters, its state (parameters and buffers, in a
+    ///     fixed order) and its batch-norm layers.
+    ///   - syncBatchNorm: synchronize BN statistics over ranks (groups of `bnGroupSize`, which must
+    ///     divide the world size; nil means all ranks).
+    ///   - broadcast: copy rank 0's state to every rank now (false when the caller will load it).
+    public init(store: ParameterStore, state: [StateTensor], norms: [BatchNorm2d], comm: Communicator,
+                syncBatchNorm: Bool = true, bnGroupSize: Int? = nil, bucketBytes: Int = 256 * 1024,
+                broadcast: Bool = true) throws {
+        self.comm = comm; self.store = store; self.state = state; self.norms = norms
+        if let k = bnGroupSize {
+            guard k > 0, comm.size % k == 0 else {
+                throw TricksError.invalidArgument("--bn-group-size \(k) does not divide the number of ranks \(comm.size)")
+            }
+        }
+        let k = bnGroupSize ?? comm.size
+        if comm.size == 1 {
+            normMode = .single
+            norms.forEach { $0.group = nil }
+        } else if syncBatchNorm && k > 1 {
+            let group = comm.subgroup(size: k)
+            norms.forEach { $0.group = group }
+            normMode = .sync(ranks: k)
+        } else {
+            norms.forEach { $0.group = nil }
+            normMode = .local
+        }
+        reducer = GradientReducer(store: store, comm: comm, bucketBytes: bucketBytes)
+        if broadcast { broadcastState() }
+    }
+
+    /// Wraps a `ResNet`: its parameters, state and BN layers, with its backward hook connected.
+    public convenience init(_ model: ResNet, comm: Communicator, syncBatchNorm: Bool = true, bnGroupSize: Int? = nil,
+                            bucketBytes: Int = 256 * 1024, broadcast: Bool = true) throws {
+        try self.init(store: model.store, state: model.state, norms: model.norms, comm: comm, syncBatchNorm: syncBatchNorm,
+                      bnGroupSize: bnGroupSize, bucketBytes: bucketBytes, broadcast: broadcast)
+        model.onGradientsReady = hook
+    }
+
+    /// The closure to give a model's backward pass (`gradientsReady`).
+    public var hook: ([Parameter]) -> Void { { [reducer] in reducer.gradientsReady($0) } }
+
+    /// Copies rank 0's parameters and buffers to every rank.
+    public func broadcastState() { DataParallel.broadcast(state, comm: comm) }
+
+    /// Copies rank 0's values of `state` to every rank.
+    public static func broadcast(_ state: [StateTensor], comm: Communicator) {
+        guard comm.size > 1 else { return }
+        for t in state {
+            switch t.storage {
+            case .float(let p): comm.broadcast(UnsafeMutableRawBufferPointer(start: p, count: 4 * t.count), root: 0)
+            case .int64(let p): comm.broadcast(UnsafeMutableRawBufferPointer(start: p, count: 8 * t.count), root: 0)
+            }
+        }
+    }
+
+    /// Zeroes the gradients and starts a new round of buckets.
+    public func beginStep() {
+        store.zeroGrad()
+        reducer.beginStep()
+    }
+
+    /// Records that `params`' gradients are final (called from the backward pass).
+    public func gradientsReady(_ params: [Parameter]) { reducer.gradientsReady(params) }
+
+    /// Sums every gradient over the ranks (starting buckets not started yet) and waits; with
+    /// `average`, divides by the number of ranks. Returns the seconds spent waiting.
+    @discardableResult
+    public func finishGradients() -> Double {
+        let t = DispatchTime.now().uptimeNanoseconds
+        reducer.finish()
+        if average && comm.size > 1 {
+            let s = 1 / Float(comm.size)
+            for i in 0..<store.count { store.grads[i] *= s }
+        }
+        return Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9
+    }
+
+    /// A 64-bit FNV-1a hash of every parameter's bits and, when batch-norm statistics are shared
+    /// by all ranks, every buffer's (local BN's running statistics differ by design).
+    public func checksum() -> UInt64 {
+        let buffersAgree: Bool
+        switch normMode {
+        case .single: buffersAgree = true
+        case .local: buffersAgree = false
+        case .sync(let k): buffersAgree = k == comm.size
+        }
+        let parameterNames = Set(store.parameters.map(\.name))
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        func mix(_ p: UnsafeRawPointer, _ n: Int) {
+            let b = p.assumingMemoryBound(to: UInt8.self)
+            for i in 0..<n { h = (h ^ UInt64(b[i])) &* 0x100_0000_01B3 }
+        }
+        for t in state {
+            switch t.storage {
+            case .float(let p):
+                if !buffersAgree && !parameterNames.contains(t.name) { continue }
+                mix(p, 4 * t.count)
+            case .int64(let p): mix(p, 8 * t.count)
+            }
+        }
+        return h
+    }
+
+    /// The ranks whose parameters and buffers differ from rank 0's (empty when all agree). A
+    /// collective: every rank must call it at the same step.
+    public func divergedRanks() -> [Int] {
+        guard comm.size > 1 else { return [] }
+        let mine = checksum()
+        var root = mine
+        withUnsafeMutableBytes(of: &root) { comm.broadcast($0, root: 0) }
+        var diverged = [Double](repeating: 0, count: comm.size)
+        diverged[comm.rank] = root == mine ? 0 : 1
+        diverged.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+        return diverged.indices.filter { diverged[$0] != 0 }
+    }
+}
