@@ -8,6 +8,8 @@ let package = Package(
         .library(name: "Tricks", targets: ["Tricks"]),
         // The MPI transport for the library's `Communicator`.
         .library(name: "TricksMPI", targets: ["TricksMPI"]),
+        // A YOLOv3-style detector built on the public API of Tricks.
+        .library(name: "TricksDetect", targets: ["TricksDetect"]),
         .executable(name: "tricks-worker", targets: ["tricks-worker"]),
     ],
     dependencies: [
@@ -30,11 +32,12 @@ let package = Package(
         .target(name: "CKernels"),
         .target(name: "Tricks", dependencies: ["CBLAS", "CZlib", "CKernels", "CImageIO"]),
         .target(name: "TricksMPI", dependencies: ["Tricks", "CMPI"]),
+        .target(name: "TricksDetect", dependencies: ["Tricks"]),
         .executableTarget(name: "tricks-worker", dependencies: [
             "Tricks", "TricksMPI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "TricksTests", dependencies: ["Tricks"]),
+        .testTarget(name: "TricksTests", dependencies: ["Tricks", "TricksDetect"]),
     ],
     // Swift 5 language mode: the numerical core shares raw buffers across layers by design.
     swiftLanguageModes: [.v5]
