@@ -145,3 +145,51 @@ final class YOLOLossTests: XCTestCase {
 extension YOLOLoss {
     func with(_ f: (YOLOLoss) -> Void) -> YOLOLoss { f(self); return self }
 }
+
+/// The detector network: shapes, and parameter gradients through upsampling, concatenation,
+/// shared taps and the backbone against finite differences, in inference mode (fixed batch
+/// statistics) and training mode. A stem weight moves some 30,000 pre-activations across
+/// their ReLU kinks, so per-coordinate differences of the early layers stay noisy at any h
+/// float32 allows; they are checked along a random direction over all their coordinates, the
+/// later layers coordinate by coordinate.
+final class YOLONetTests: XCTestCase {
+    func gradients(_ net: YOLONet, _ x: Tensor, _ mode: Mode, _ rs: inout [Tensor]) -> [Float] {
+        let outs = net.forward(x, mode: mode)
+        if rs.isEmpty { rs = outs.enumerated().map { GradCheck.randomTensor($0.element.shape, seed: 50 + UInt64($0.offset)) } }
+        net.store.zeroGrad()
+        net.backward(rs)
+        return Array(UnsafeBufferPointer(start: net.store.grads, count: net.store.count))
+    }
+
+    func check(_ net: YOLONet, _ x: Tensor, _ mode: Mode, _ params: [Parameter], h: Float, tol: Double, samples: Int = 12) {
+        var rs: [Tensor] = []
+        let analytic = gradients(net, x, mode, &rs)
+        let loss: () -> Double = { zip(net.forward(x, mode: mode), rs).map { GradCheck.dot($0, $1) }.reduce(0, +) }
+        for p in params {
+            let off = net.store.offsets[net.store.parameters.firstIndex { $0 === p }!]
+            GradCheck.check("\(p.name) (\(mode))", values: p.value, count: p.count, analytic: Array(analytic[off..<off + p.count]),
+                            h: h, tol: tol, samples: samples, loss: loss)
+        }
+    }
+
+    func testShapesAndGradients() {
+        let net = YOLONet(numClasses: 2, anchorsPerHead: 2, width: 4, seed: 1)
+        let x = GradCheck.randomTensor([2, 3, 64, 64], seed: 5)
+        let outs = net.forward(x, mode: .training)
+        XCTAssertEqual(outs.map(\.shape), [[2, 14, 2, 2], [2, 14, 4, 4], [2, 14, 8, 8]])
+        XCTAssertEqual(Double(outs[0][4 * 4]), -4, accuracy: 0.5, "objectness starts near its −4 prior")
+        // Inference mode with non-trivial running statistics.
+        var rng = SplitMix64(seed: 9)
+        for bn in net.norms {
+            for c in 0..<bn.channels { bn.runningMean[c] = Float(0.2 * rng.normal()); bn.runningVar[c] = Float(0.5 + rng.uniform()) }
+        }
+        check(net, x, .inference, [net.stem.conv.weight, net.stem.bn.weight, net.blocks[0].conv2.weight, net.blocks[2].conv1.weight], h: 1e-3, tol: 5e-2, samples: 0)
+        check(net, x, .inference, [net.blocks[3].downsample!.conv.weight, net.blocks[3].conv2.weight, net.blocks[4].bn2.weight,
+                                    net.heads[0].out.weight, net.heads[1].reduce.conv.weight, net.heads[2].out.bias!,
+                                    net.lateral[0].conv.weight, net.lateral[1].bn.bias], h: 1e-3, tol: 3e-2)
+        check(net, x, .training, [net.heads[0].out.weight, net.heads[1].expand.conv.weight, net.heads[2].out.bias!,
+                                   net.heads[2].reduce.bn.weight], h: 5e-3, tol: 3e-2)
+        XCTAssertEqual(Set(net.store.parameters.map(\.name)).count, net.store.parameters.count, "parameter names are unique")
+        XCTAssertEqual(net.norms.count, 1 + 5 * 3 + 6 + 2)
+    }
+}
