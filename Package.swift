@@ -11,6 +11,7 @@ let package = Package(
         // A YOLOv3-style detector built on the public API of Tricks.
         .library(name: "TricksDetect", targets: ["TricksDetect"]),
         .executable(name: "tricks-worker", targets: ["tricks-worker"]),
+        .executable(name: "tricks-detect", targets: ["tricks-detect"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -35,6 +36,10 @@ let package = Package(
         .target(name: "TricksDetect", dependencies: ["Tricks"]),
         .executableTarget(name: "tricks-worker", dependencies: [
             "Tricks", "TricksMPI",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "tricks-detect", dependencies: [
+            "TricksDetect", "Tricks", "TricksMPI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "TricksTests", dependencies: ["Tricks", "TricksDetect"]),

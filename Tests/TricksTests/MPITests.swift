@@ -10,13 +10,14 @@ final class MPITests: XCTestCase {
 
     /// Starts `mpirun -np N tricks-worker ARGS` with the flags a root, oversubscribed run needs and
     /// without the MPI variables a parent process may carry.
-    static func launch(np: Int, _ args: [String], stdout: Pipe = Pipe(), stderr: Pipe = Pipe()) throws -> Process {
+    static func launch(np: Int, _ args: [String], stdout: Pipe = Pipe(), stderr: Pipe = Pipe(),
+                       program: String = CLITests.binary) throws -> Process {
         guard let mpirun else { throw XCTSkip("mpirun not installed: run launch/setup.sh") }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: mpirun)
         var flags = ["--oversubscribe", "-np", "\(np)", "-x", "OPENBLAS_NUM_THREADS=1"]
         if getuid() == 0 { flags.insert("--allow-run-as-root", at: 0) }
-        p.arguments = flags + [CLITests.binary] + args
+        p.arguments = flags + [program] + args
         p.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
         p.standardOutput = stdout; p.standardError = stderr
         try p.run()
@@ -233,5 +234,53 @@ extension MPITests {
             XCTAssertEqual(joined, whole.boxes, "step \(step)")
         }
         XCTAssertGreaterThan(sides.count, 1, "the shape should change over 5 steps redrawn every 2")
+    }
+}
+
+extension MPITests {
+    /// The detector at one image per worker: `mpirun -np 8` with SyncBatchNorm takes the same
+    /// first step as one process on the 8-image batch (to float rounding, over all tensors
+    /// together); with local BN (batch statistics of one image) it does not.
+    func testDetectorAtOneImagePerWorkerMatchesOneProcess() throws {
+        let d = try tempDir()
+        let m = try CLITests.run(["make-scenes", "--out", d + "/scenes", "--train-count", "16", "--test-count", "4"])
+        XCTAssertEqual(m.status, 0, m.err)
+        let detect = (CLITests.binary as NSString).deletingLastPathComponent + "/tricks-detect"
+        let common = ["train", "--data", d + "/scenes", "--batch-size", "8", "--max-steps", "1", "--width", "4",
+                      "--data-shape", "64", "--mixup", "1.5", "--label-smoothing", "--no-eval", "--threads", "1", "--lr", "0.05"]
+        func run(np: Int, _ extra: [String]) throws -> (Int32, String) {
+            if np == 1 {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: detect)
+                p.arguments = common + extra
+                p.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+                let e = Pipe(); p.standardError = e; p.standardOutput = Pipe()
+                try p.run()
+                let err = String(decoding: e.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                p.waitUntilExit()
+                return (p.terminationStatus, err)
+            }
+            let o = Pipe(), e = Pipe()
+            let p = try Self.launch(np: np, common + extra, stdout: o, stderr: e, program: detect)
+            _ = o.fileHandleForReading.readDataToEndOfFile()
+            let err = String(decoding: e.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, err)
+        }
+        var r = try run(np: 1, ["--out", d + "/one"])
+        XCTAssertEqual(r.0, 0, r.1)
+        r = try run(np: 8, ["--out", d + "/sync", "--bn", "sync"])
+        XCTAssertEqual(r.0, 0, r.1)
+        XCTAssertTrue(r.1.contains("BN sync over 8 ranks"), r.1)
+        r = try run(np: 8, ["--out", d + "/local", "--bn", "local"])
+        XCTAssertEqual(r.0, 0, r.1)
+        func total(_ a: String) throws -> Double {
+            let s = try Self.squaredSums(a, d + "/one/model.safetensors")
+            return (s.values.map(\.diff).reduce(0, +) / s.values.map(\.ref).reduce(0, +)).squareRoot()
+        }
+        let sync = try total(d + "/sync/model.safetensors"), local = try total(d + "/local/model.safetensors")
+        print("detector, first step at np=8 × 1 image against np=1 × 8, relative difference over all tensors: SyncBN \(sync), local BN \(local)")
+        XCTAssertLessThan(sync, 1e-5, "np=8 × 1 image with SyncBN vs one process on 8 images")
+        XCTAssertGreaterThan(local, 100 * max(sync, 1e-9), "local BN at one image per worker should differ")
     }
 }

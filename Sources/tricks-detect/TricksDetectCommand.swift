@@ -1,0 +1,183 @@
+import ArgumentParser
+import Foundation
+import Tricks
+import TricksDetect
+import TricksMPI
+
+@main
+struct TricksDetectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tricks-detect",
+        abstract: "Train a small YOLOv3-style detector with SyncBatchNorm, random shapes and detection mixup.",
+        discussion: "Run one process, or N with `mpirun -np N tricks-detect train` (one image per worker works).",
+        subcommands: [DetectTrain.self], defaultSubcommand: DetectTrain.self)
+
+    static func main() {
+        do {
+            try KernelISA.checkEnvironment()
+            var command = try parseAsRoot(Array(CommandLine.arguments.dropFirst()))
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+enum NormChoice: String, ExpressibleByArgument { case sync, local }
+extension LRSchedule.Kind: ExpressibleByArgument {}
+
+struct DetectTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "train",
+        abstract: "Train on a VOC-layout set (train or trainval) and report test mAP@0.5 (test or val); the last line is JSON.")
+
+    @Option(help: "A VOC-layout directory. Default: runs/scenes, made from Fashion-MNIST when missing.") var data: String?
+    @Option(help: "Global batch size over all ranks.") var batchSize = 8
+    @Option(help: "Epochs (sets the schedule's length).") var epochs = 1.0
+    @Option(help: "Stop after this many steps without changing the schedule.") var maxSteps: Int?
+    @Option(help: "Base learning rate.") var lr = 0.01
+    @Option(help: "constant, step or cosine.") var lrSchedule = LRSchedule.Kind.cosine
+    @Option(help: "Linear warmup in epochs.") var warmupEpochs = 0.0
+    @Option(help: "sync: BatchNorm statistics over all ranks; local: per rank.") var bn = NormChoice.sync
+    @Option(help: "Random input sizes (list, LO:HI in steps of 32, or LO:HI:STEP); default: --data-shape.") var randomShapes: String?
+    @Option(help: "Steps between shape draws.") var shapeEvery = 10
+    @Option(help: "The input side for evaluation and without random shapes (a multiple of 32).") var dataShape = 128
+    @Option(help: "Detection mixup's α; 0 is off.") var mixup = 0.0
+    @Option(help: "Turn mixup off for the last this many epochs.") var mixupOffEpochs = 0.0
+    @Flag(help: "Label smoothing on the class targets (δ = min(1/K, 1/40)).") var labelSmoothing = false
+    @Flag(help: "No colour jitter, expansion, crop or flip.") var noAugment = false
+    @Flag(help: "Keep the data order (no shuffle).") var noShuffle = false
+    @Option(help: "Channels of the network's stem.") var width = 16
+    @Option(help: "Seed.") var seed: UInt64 = 0
+    @Option(help: "Write model.safetensors here (rank 0).") var out: String?
+    @Flag(help: "Skip the test-set evaluation.") var noEval = false
+    @Option(help: "Steps between progress lines.") var logEvery = 20
+    @Option(help: "Threads per rank (default: cores / ranks).") var threads: Int?
+
+    func validate() throws {
+        guard batchSize > 0, epochs > 0, lr > 0, shapeEvery > 0, logEvery > 0, width > 0 else {
+            throw ValidationError("--batch-size, --epochs, --lr, --shape-every, --log-every and --width must be positive")
+        }
+        guard dataShape >= 32, dataShape % 32 == 0 else { throw ValidationError("--data-shape must be a positive multiple of 32, got \(dataShape)") }
+        if let m = maxSteps, m <= 0 { throw ValidationError("--max-steps must be positive") }
+        guard mixup >= 0 else { throw ValidationError("--mixup must be ≥ 0") }
+        if let t = threads, t <= 0 { throw ValidationError("--threads must be positive") }
+    }
+
+    func run() throws {
+        let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
+        let comm: Communicator = mpi ?? SingleProcessCommunicator()
+        let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
+        BLAS.setThreads(threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / local))
+        do {
+            try train(comm)
+            mpi?.finalize()
+        } catch {
+            comm.abort("tricks-detect: rank \(comm.rank): \(error)", code: 2)
+        }
+    }
+
+    func log(_ comm: Communicator, _ s: String) { if comm.rank == 0 { FileHandleOutput.stderr(s) } }
+
+    func train(_ comm: Communicator) throws {
+        let root = data ?? "runs/scenes"
+        if data == nil && !FileManager.default.fileExists(atPath: root + "/ImageSets/Main/train.txt") {
+            if comm.rank == 0 {
+                log(comm, "making the default detection set in \(root) (tricks-worker make-scenes)")
+                _ = try SceneMaker(seed: 0).write(to: root, fashion: try DatasetLoader.load(try DatasetLoader.defaultDataPath()),
+                                                  trainCount: 4000, testCount: 1000)
+            }
+            comm.barrier()
+        }
+        guard batchSize % comm.size == 0 else { throw TricksError.invalidArgument("--batch-size \(batchSize) is not a multiple of the \(comm.size) ranks") }
+        let fm = FileManager.default
+        let trainSplit = fm.fileExists(atPath: root + "/ImageSets/Main/trainval.txt") ? "trainval" : "train"
+        let testSplit = fm.fileExists(atPath: root + "/ImageSets/Main/test.txt") ? "test" : "val"
+        let set = try VOCDataset(root: root, split: trainSplit)
+        guard set.count >= batchSize else { throw TricksError.invalidArgument("--batch-size \(batchSize) exceeds the \(set.count) training images") }
+        let K = set.classes.count
+        // Anchors: k-means on the training boxes as the letterbox to --data-shape sizes them.
+        var sizes: [(width: Double, height: Double)] = []
+        for (i, bs) in set.boxes.enumerated() {
+            let s = Double(dataShape) / Double(max(set.sizes[i].width, set.sizes[i].height))
+            sizes += bs.map { (max($0.width * s, 1), max($0.height * s, 1)) }
+        }
+        let anchors = AnchorKMeans.fit(sizes, k: 9, seed: seed)
+        let heads = (0..<3).map { h in YOLOHead(stride: YOLONet.strides[h], anchors: anchors[(6 - 3 * h)..<(9 - 3 * h)].map { [$0.width, $0.height] }) }
+        let net = YOLONet(numClasses: K, anchorsPerHead: 3, width: width, seed: seed)
+        let dp = try DataParallel(store: net.store, state: net.state, norms: net.norms, comm: comm, syncBatchNorm: bn == .sync)
+        let opt = SGD(store: net.store, momentum: 0.9, weightDecay: 5e-4, noBiasDecay: true)
+        let plan = BatchPlan(datasetSize: set.count, globalBatch: batchSize, shuffle: !noShuffle, seed: seed)
+        let spe = plan.stepsPerEpoch
+        let total = max(1, Int(epochs * Double(spe)))
+        let stop = min(total, maxSteps ?? total)
+        let schedule = LRSchedule(kind: lrSchedule, lr: lr, warmupSteps: Int(warmupEpochs * Double(spe)), totalSteps: total)
+        var pipe = DetectionPipeline(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], dataShape: dataShape, seed: seed)
+        pipe.augment = !noAugment
+        if mixup > 0 {
+            pipe.mixup = DetectionMixup(alpha: mixup, seed: seed)
+            pipe.mixupOffFrom = Int((epochs - mixupOffEpochs).rounded(.up))
+        }
+        if let r = randomShapes {
+            // The last 10% of steps at the largest size (darknet's rule).
+            pipe.shapes = try RandomShapes(sizes: try RandomShapes.parseSizes(r), every: shapeEvery, seed: seed, fixedFrom: total - total / 10)
+        }
+        let loss = YOLOLoss(numClasses: K, heads: heads)
+        loss.labelSmoothing = labelSmoothing
+        log(comm, "training on \(root) (\(trainSplit): \(set.count) images, \(K) classes), ranks \(comm.size), global batch \(batchSize) (\(batchSize / comm.size) per rank), \(stop) of \(total) steps, BN \(dp.normMode)")
+        log(comm, "anchors " + anchors.map { String(format: "%.0f×%.0f", $0.width, $0.height) }.joined(separator: " ")
+            + ", shapes \(randomShapes ?? "\(dataShape)"), mixup \(mixup > 0 ? "α \(mixup)" : "off"), label smoothing \(labelSmoothing ? "on" : "off")")
+        let start = Date()
+        var window = [0.0, 0.0], lastLoss = Double.nan, order: [Int32] = [], orderEpoch = -1
+        for step in 0..<stop {
+            let epoch = step / spe
+            if epoch != orderEpoch { order = plan.order(epoch: epoch); orderEpoch = epoch }
+            let mine = plan.shard(order: order, stepInEpoch: step % spe, rank: comm.rank, size: comm.size).map { Int($0) }
+            let batch = try pipe.trainBatch(set, indices: mine, epoch: epoch, step: step)
+            dp.beginStep()
+            let outs = net.forward(batch.images, mode: .training)
+            let l = loss.forward(outputs: outs, boxes: batch.boxes, imageWidth: batch.side, imageHeight: batch.side, normalizer: batchSize).total
+            guard l.isFinite else { comm.abort("tricks-detect: rank \(comm.rank): loss is \(l) at step \(step); lower --lr", code: 3) }
+            net.backward(loss.grads)
+            dp.finishGradients()
+            opt.step(lr: Float(schedule.rate(at: step)))
+            window[0] += l; window[1] += 1
+            if (step + 1) % logEvery == 0 || step + 1 == stop {
+                window.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+                lastLoss = window[0] / max(window[1] / Double(comm.size), 1)
+                let t = Date().timeIntervalSince(start)
+                log(comm, String(format: "step %d/%d  epoch %d  loss %.4f  lr %.5f  side %d  %.1f img/s  ETA %.0f s", step + 1, stop,
+                                 epoch + 1, lastLoss, schedule.rate(at: step), batch.side, Double((step + 1) * batchSize) / t,
+                                 t / Double(step + 1) * Double(stop - step - 1)))
+                window = [0, 0]
+            }
+        }
+        let seconds = Date().timeIntervalSince(start)
+        if let o = out, comm.rank == 0 {
+            try fm.createDirectory(atPath: o, withIntermediateDirectories: true)
+            try SafeTensors.save(net.state, to: o + "/model.safetensors")
+        }
+        var map = (eleven: Double.nan, area: Double.nan)
+        if !noEval {
+            let test = try VOCDataset(root: root, split: testSplit, classes: set.classes)
+            var metric = VOCMeanAP(numClasses: K)
+            let mine = Array(stride(from: comm.rank, to: test.count, by: comm.size))
+            for chunk in stride(from: 0, to: mine.count, by: 16) {
+                let ids = Array(mine[chunk..<min(chunk + 16, mine.count)])
+                let b = try pipe.evalBatch(test, indices: ids)
+                let found = loss.detect(outputs: net.forward(b.images, mode: .inference))
+                for (k, i) in ids.enumerated() {
+                    metric.add(image: i, detections: found[k].map { d in var d = d; d.box = b.maps[k].unmap(d.box); return d },
+                               groundTruth: test.boxes[i])
+                }
+            }
+            metric.combine(over: comm)
+            map = (metric.meanAP(elevenPoint: true), metric.meanAP(elevenPoint: false))
+            log(comm, String(format: "test mAP@0.5 %.4f (VOC07 11-point), %.4f (area) on %d images", map.eleven, map.area, test.count))
+        }
+        if comm.rank == 0 {
+            func j(_ d: Double) -> String { d.isFinite ? String(format: "%.6g", d) : "null" }
+            FileHandleOutput.stdout("{\"steps\":\(stop),\"train_loss\":\(j(lastLoss)),\"map50\":\(j(map.eleven)),\"map50_area\":\(j(map.area)),"
+                + "\"images_per_second\":\(j(Double(stop * batchSize) / seconds)),\"seconds\":\(j(seconds)),\"ranks\":\(comm.size),\"bn\":\"\(dp.normMode)\"}")
+        }
+    }
+}
