@@ -10,7 +10,7 @@ struct TricksDetectCommand: ParsableCommand {
         commandName: "tricks-detect",
         abstract: "Train a small YOLOv3-style detector with SyncBatchNorm, random shapes and detection mixup.",
         discussion: "Run one process, or N with `mpirun -np N tricks-detect train` (one image per worker works).",
-        subcommands: [DetectTrain.self], defaultSubcommand: DetectTrain.self)
+        subcommands: [DetectTrain.self, DetectEval.self, DetectPredict.self], defaultSubcommand: DetectTrain.self)
 
     static func main() {
         do {
@@ -154,30 +154,136 @@ struct DetectTrain: ParsableCommand {
         let seconds = Date().timeIntervalSince(start)
         if let o = out, comm.rank == 0 {
             try fm.createDirectory(atPath: o, withIntermediateDirectories: true)
-            try SafeTensors.save(net.state, to: o + "/model.safetensors")
+            try SafeTensors.save(net.state, to: o + "/model.safetensors", metadata: DetectorSpec(
+                classes: set.classes, anchors: heads.map(\.anchors), width: width, dataShape: dataShape).metadata)
         }
         var map = (eleven: Double.nan, area: Double.nan)
         if !noEval {
             let test = try VOCDataset(root: root, split: testSplit, classes: set.classes)
-            var metric = VOCMeanAP(numClasses: K)
-            let mine = Array(stride(from: comm.rank, to: test.count, by: comm.size))
-            for chunk in stride(from: 0, to: mine.count, by: 16) {
-                let ids = Array(mine[chunk..<min(chunk + 16, mine.count)])
-                let b = try pipe.evalBatch(test, indices: ids)
-                let found = loss.detect(outputs: net.forward(b.images, mode: .inference))
-                for (k, i) in ids.enumerated() {
-                    metric.add(image: i, detections: found[k].map { d in var d = d; d.box = b.maps[k].unmap(d.box); return d },
-                               groundTruth: test.boxes[i])
-                }
-            }
-            metric.combine(over: comm)
-            map = (metric.meanAP(elevenPoint: true), metric.meanAP(elevenPoint: false))
+            map = try evaluateMAP(net: net, loss: loss, pipe: pipe, test: test, comm: comm)
             log(comm, String(format: "test mAP@0.5 %.4f (VOC07 11-point), %.4f (area) on %d images", map.eleven, map.area, test.count))
         }
         if comm.rank == 0 {
             func j(_ d: Double) -> String { d.isFinite ? String(format: "%.6g", d) : "null" }
             FileHandleOutput.stdout("{\"steps\":\(stop),\"train_loss\":\(j(lastLoss)),\"map50\":\(j(map.eleven)),\"map50_area\":\(j(map.area)),"
                 + "\"images_per_second\":\(j(Double(stop * batchSize) / seconds)),\"seconds\":\(j(seconds)),\"ranks\":\(comm.size),\"bn\":\"\(dp.normMode)\"}")
+        }
+    }
+}
+
+/// What a checkpoint needs besides its tensors to rebuild the detector: classes, anchors, width.
+struct DetectorSpec {
+    var classes: [String]
+    var anchors: [[[Double]]]
+    var width: Int
+    var dataShape: Int
+
+    var metadata: [String: String] {
+        let a = try! JSONSerialization.data(withJSONObject: anchors), c = try! JSONSerialization.data(withJSONObject: classes)
+        return ["detector": "yolo", "classes": String(decoding: c, as: UTF8.self), "anchors": String(decoding: a, as: UTF8.self),
+                "width": "\(width)", "data_shape": "\(dataShape)"]
+    }
+
+    /// Reads the spec and loads the weights of `path` into a new network.
+    static func load(_ path: String) throws -> (DetectorSpec, YOLONet, YOLOLoss) {
+        guard let d = FileManager.default.contents(atPath: path) else { throw TricksError.badCheckpoint("\(path): cannot read") }
+        let m = try SafeTensors.metadata(d, path: path)
+        guard m["detector"] == "yolo", let c = m["classes"], let a = m["anchors"], let w = m["width"].flatMap(Int.init),
+              let s = m["data_shape"].flatMap(Int.init),
+              let classes = try? JSONSerialization.jsonObject(with: Data(c.utf8)) as? [String],
+              let anchors = try? JSONSerialization.jsonObject(with: Data(a.utf8)) as? [[[Double]]], anchors.count == 3 else {
+            throw TricksError.badCheckpoint("\(path): not a tricks-detect checkpoint (no detector, classes, anchors or width metadata)")
+        }
+        let spec = DetectorSpec(classes: classes, anchors: anchors, width: w, dataShape: s)
+        let net = YOLONet(numClasses: classes.count, anchorsPerHead: anchors[0].count, width: w)
+        try SafeTensors.load(path, into: net.state, data: d)
+        let loss = YOLOLoss(numClasses: classes.count, heads: (0..<3).map { YOLOHead(stride: YOLONet.strides[$0], anchors: anchors[$0]) })
+        return (spec, net, loss)
+    }
+}
+
+/// mAP@0.5 of `net` on `test` at the pipeline's data shape, sharded over ranks.
+func evaluateMAP(net: YOLONet, loss: YOLOLoss, pipe: DetectionPipeline, test: VOCDataset, comm: Communicator) throws -> (eleven: Double, area: Double) {
+    var metric = VOCMeanAP(numClasses: loss.numClasses)
+    let mine = Array(stride(from: comm.rank, to: test.count, by: comm.size))
+    for chunk in stride(from: 0, to: mine.count, by: 16) {
+        let ids = Array(mine[chunk..<min(chunk + 16, mine.count)])
+        let b = try pipe.evalBatch(test, indices: ids)
+        let found = loss.detect(outputs: net.forward(b.images, mode: .inference))
+        for (k, i) in ids.enumerated() {
+            metric.add(image: i, detections: found[k].map { d in var d = d; d.box = b.maps[k].unmap(d.box); return d },
+                       groundTruth: test.boxes[i])
+        }
+    }
+    metric.combine(over: comm)
+    return (metric.meanAP(elevenPoint: true), metric.meanAP(elevenPoint: false))
+}
+
+struct DetectEval: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "eval",
+        abstract: "mAP@0.5 of a checkpoint on a VOC-layout split; prints one JSON line with per-class AP.")
+    @Option(help: "A model.safetensors written by tricks-detect train.") var checkpoint: String
+    @Option(help: "A VOC-layout directory (default: runs/scenes).") var data: String?
+    @Option(help: "The split (default: test, else val).") var split: String?
+
+    func run() throws {
+        let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
+        let comm: Communicator = mpi ?? SingleProcessCommunicator()
+        do {
+            let (spec, net, loss) = try DetectorSpec.load(checkpoint)
+            let root = data ?? "runs/scenes"
+            let name = split ?? (FileManager.default.fileExists(atPath: root + "/ImageSets/Main/test.txt") ? "test" : "val")
+            let test = try VOCDataset(root: root, split: name, classes: spec.classes)
+            let pipe = DetectionPipeline(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], dataShape: spec.dataShape, seed: 0)
+            let m = try evaluateMAP(net: net, loss: loss, pipe: pipe, test: test, comm: comm)
+            if comm.rank == 0 {
+                let line = try JSONSerialization.data(withJSONObject: ["map50": m.eleven, "map50_area": m.area, "images": test.count,
+                                                                       "split": name] as [String: Any], options: [.sortedKeys])
+                FileHandleOutput.stdout(String(decoding: line, as: UTF8.self))
+            }
+            mpi?.finalize()
+        } catch {
+            comm.abort("tricks-detect eval: rank \(comm.rank): \(error)", code: 2)
+        }
+    }
+}
+
+struct DetectPredict: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "predict",
+        abstract: "Detect objects in image files: one JSON line per image, and with --draw DIR a PNG with the boxes drawn.")
+    @Option(help: "A model.safetensors written by tricks-detect train.") var checkpoint: String
+    @Option(help: "Keep detections with σ(objectness)·σ(class) at least this.") var threshold = 0.3
+    @Option(help: "Write <name>.png with the boxes drawn into this directory.") var draw: String?
+    @Argument(help: "JPEG or PNG files.") var images: [String]
+
+    func run() throws {
+        do {
+            let (spec, net, loss) = try DetectorSpec.load(checkpoint)
+            let pipe = DetectionPipeline(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], dataShape: spec.dataShape, seed: 0)
+            if let d = draw { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+            for path in images {
+                var image = try Image.read(path).converted(channels: 3)
+                let b = try pipe.assemble([0], side: spec.dataShape) { _ in DetectionSample(image: image, boxes: []) }
+                let found = loss.detect(outputs: net.forward(b.images, mode: .inference), threshold: threshold)[0]
+                    .map { d in var d = d; d.box = b.maps[0].unmap(d.box).clipped(width: Double(image.width), height: Double(image.height)); return d }
+                let items: [[String: Any]] = found.map { d in
+                    ["class": spec.classes[d.box.label], "score": d.score, "box": [d.box.x0, d.box.y0, d.box.x1, d.box.y1]]
+                }
+                let line = try JSONSerialization.data(withJSONObject: ["image": path, "detections": items] as [String: Any], options: [.sortedKeys])
+                FileHandleOutput.stdout(String(decoding: line, as: UTF8.self))
+                if let d = draw {
+                    for f in found {
+                        image.drawBox(f.box, colour: Image.classColour(f.box.label), thickness: 1)
+                        image.drawText(String(format: "%@ %.2f", spec.classes[f.box.label], f.score).replacingOccurrences(of: "0.", with: "."),
+                                       x: Int(f.box.x0), y: max(0, Int(f.box.y0) - 7), colour: [0, 0, 0], background: Image.classColour(f.box.label))
+                    }
+                    let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+                    try image.zoomed(2).write("\(d)/\(name).png")
+                }
+            }
+        } catch {
+            FileHandleOutput.stderr("tricks-detect predict: \(error)")
+            throw ExitCode(2)
         }
     }
 }

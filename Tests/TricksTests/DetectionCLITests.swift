@@ -105,3 +105,53 @@ final class DetectionCLITests: XCTestCase {
         XCTAssertTrue(r.err.contains("nonexistent"), r.err)
     }
 }
+
+extension DetectionCLITests {
+    static var detect: String { (CLITests.binary as NSString).deletingLastPathComponent + "/tricks-detect" }
+
+    static func runDetect(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: detect)
+        p.arguments = args
+        p.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        let o = Pipe(), e = Pipe()
+        p.standardOutput = o; p.standardError = e
+        try p.run()
+        let out = o.fileHandleForReading.readDataToEndOfFile(), err = e.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+
+    /// train → checkpoint → eval gives train's own mAP (weights, BN statistics, anchors and
+    /// classes all travel in the file); predict writes JSON and a picture; bad input fails clearly.
+    func testDetectorTrainEvalPredict() throws {
+        let d = try tempDir()
+        XCTAssertEqual(try CLITests.run(["make-scenes", "--out", d + "/s", "--train-count", "24", "--test-count", "6"]).status, 0)
+        var r = try Self.runDetect(["train", "--data", d + "/s", "--batch-size", "4", "--max-steps", "6", "--width", "4",
+                                    "--data-shape", "64", "--random-shapes", "64:96", "--shape-every", "2", "--threads", "1",
+                                    "--out", d + "/run"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.err.contains("ETA"), r.err)
+        let train = try JSONSerialization.jsonObject(with: Data((r.out.split(separator: "\n").last ?? "").utf8)) as! [String: Any]
+        XCTAssertEqual(train["steps"] as? Int, 6)
+        r = try Self.runDetect(["eval", "--checkpoint", d + "/run/model.safetensors", "--data", d + "/s"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let ev = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        XCTAssertEqual(ev["map50"] as! Double, train["map50"] as! Double, accuracy: 1e-9)
+        XCTAssertEqual(ev["images"] as? Int, 6)
+        let image = d + "/s/JPEGImages/test_000000.jpg"
+        r = try Self.runDetect(["predict", "--checkpoint", d + "/run/model.safetensors", "--threshold", "0.001", "--draw", d + "/pred", image])
+        XCTAssertEqual(r.status, 0, r.err)
+        let p = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        XCTAssertEqual(p["image"] as? String, image)
+        XCTAssertNotNil(p["detections"] as? [[String: Any]])
+        let drawn = try Image.read(d + "/pred/test_000000.png"), src = try Image.read(image)
+        XCTAssertEqual([drawn.width, drawn.height], [2 * src.width, 2 * src.height])
+        r = try Self.runDetect(["predict", "--checkpoint", d + "/s/classes.txt", image])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.err.contains("classes.txt") && r.err.contains("not safetensors"), r.err)
+        r = try Self.runDetect(["train", "--data", d + "/s", "--data-shape", "100"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("multiple of 32"), r.err)
+    }
+}
