@@ -10,9 +10,9 @@ final class CLITests: XCTestCase {
     }
 
     /// Runs the binary without any inherited MPI launcher variables.
-    static func run(_ args: [String], environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
+    static func run(_ args: [String], environment: [String: String] = [:], program: String = binary) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
+        p.executableURL = URL(fileURLWithPath: program)
         p.arguments = args
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
         env["OPENBLAS_NUM_THREADS"] = "1"

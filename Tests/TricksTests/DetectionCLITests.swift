@@ -110,16 +110,7 @@ extension DetectionCLITests {
     static var detect: String { (CLITests.binary as NSString).deletingLastPathComponent + "/tricks-detect" }
 
     static func runDetect(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: detect)
-        p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o; p.standardError = e
-        try p.run()
-        let out = o.fileHandleForReading.readDataToEndOfFile(), err = e.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        try CLITests.run(args, program: detect)
     }
 
     /// train → checkpoint → eval gives train's own mAP (weights, BN statistics, anchors and
