@@ -316,6 +316,7 @@ struct Eval: ParsableCommand {
         abstract: "Evaluate a checkpoint on the test split; prints one JSON line.")
 
     @Option(help: "Data, as for train (default: Fashion-MNIST).") var data: String?
+    @Option(help: "Resize an image folder's images to this square size, as for train.") var imageSize: Int?
     @Option(help: "resnet20, resnet32, ...") var model = "resnet20"
     @Option(name: .customLong("init"), help: "The safetensors checkpoint to evaluate.") var checkpoint: String
     @Option(help: "Comma-separated per-channel means of x/255 (default: the training set's).") var mean: String?
@@ -323,13 +324,15 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         var c = TrainConfig()
-        c.data = data; c.model = model; c.initFrom = checkpoint; c.maxSteps = 1; c.batchSize = 1
+        c.data = data; c.imageSize = imageSize; c.model = model; c.initFrom = checkpoint; c.maxSteps = 1; c.batchSize = 1
         c.mean = try mean.map { try doubles($0, flag: "--mean") }
         c.std = try std.map { try doubles($0, flag: "--std") }
         do {
             let t = try Trainer(config: c, comm: SingleProcessCommunicator(), log: { _ in })
             let r = t.evaluate()
-            print("{\"test_accuracy\":\(r.accuracy),\"test_loss\":\(r.loss),\"checkpoint\":\"\(checkpoint)\"}")
+            let line = try JSONSerialization.data(withJSONObject: ["test_accuracy": r.accuracy, "test_loss": r.loss, "checkpoint": checkpoint]
+                                                  as [String: Any], options: [.sortedKeys])
+            print(String(decoding: line, as: UTF8.self))
         } catch {
             FileHandleOutput.stderr("tricks-worker eval: \(error)")
             throw ExitCode(2)

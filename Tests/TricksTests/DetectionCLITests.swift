@@ -40,7 +40,15 @@ final class DetectionCLITests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.err)
         let json = try JSONSerialization.jsonObject(with: Data((r.out.split(separator: "\n").last ?? "").utf8)) as? [String: Any]
         XCTAssertEqual(json?["steps"] as? Int, 6)
-        XCTAssertNotNil(json?["test_accuracy"] as? Double)
+        let accuracy = try XCTUnwrap(json?["test_accuracy"] as? Double)
+        // eval of the written checkpoint gives train's accuracy; a path with a quote stays valid JSON.
+        let odd = d + "/out/a \"quoted\" name.safetensors"
+        try FileManager.default.copyItem(atPath: d + "/out/model.safetensors", toPath: odd)
+        let e = try CLITests.run(["eval", "--data", d + "/folder", "--model", "resnet8", "--init", odd])
+        XCTAssertEqual(e.status, 0, e.err)
+        let ej = try JSONSerialization.jsonObject(with: Data(e.out.utf8)) as? [String: Any]
+        XCTAssertEqual(ej?["checkpoint"] as? String, odd)
+        XCTAssertEqual(try XCTUnwrap(ej?["test_accuracy"] as? Double), accuracy, accuracy: 1e-9)
     }
 
     func testImageFolderErrors() throws {
