@@ -32,6 +32,7 @@
 #include "ckernels.h"
 
 #include <string.h>
+#include <unistd.h>
 
 #pragma clang fp contract(fast)
 /* Vectors pass by value only between always-inlined helpers, so no call ever crosses the ABI
@@ -58,7 +59,7 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
  * ROW_FLOATS: cap on a forward group's row-pass buffers; WGRAD_TILES, WGRAD_FLOATS: target tiles
  * and cap on U + V of a weight-gradient group; FR × FV: forward register tile (output rows ×
  * vectors of 16 tiles); WR × WS: weight-gradient register tile (output × input channels). */
-enum { BLOCK_WIDE = 16, ROW_FLOATS = 1 << 17, WGRAD_TILES = 256, WGRAD_FLOATS = 1 << 18, FR = 8, FV = 3, WR = 4, WS = 4 };
+enum { BLOCK_WIDE = 16, ROW_FLOATS = 1 << 17, WGRAD_TILES = 256, WGRAD_MIN_TILES = 48, WGRAD_FLOATS = 1 << 18, FR = 8, FV = 3, WR = 4, WS = 4 };
 
 /* With 16 ymm registers (AVX2) or xmm (portable), NARROW = 1: forward register tiles of NFR
  * output rows × one vector of 16 tiles (12 ymm accumulators), weight-gradient tiles of NWR × NWS
@@ -123,13 +124,33 @@ static int forward_images(wgeom g, int cin, int cout) {
     return images_per_block_group(g, 16 * block_vectors(cin), (size_t)(cin + cout) * 8 * g.rb);
 }
 
+/* Floats of U + V a weight-gradient group may take: WGRAD_FLOATS (1 MiB), or half of the
+ * core's L2 cache where that is smaller, so U and V are still in L2 when the products read them
+ * back (with 512 KiB of L2, a 1 MiB group went out to L3 and back: on 16 channels at 28×28 five
+ * times the L2 misses of the forward pass). Read once; a fixed machine gives fixed groups. */
+static size_t wgrad_cap_floats(void) {
+    static size_t cap = 0;
+    if (!cap) {
+        size_t c = WGRAD_FLOATS;
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+        long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        if (l2 >= (64L << 10) && (size_t)l2 / 2 / sizeof(float) < c) c = (size_t)l2 / 2 / sizeof(float);
+#endif
+        cap = c;
+    }
+    return cap;
+}
+
 /* Weight-gradient images per group: about WGRAD_TILES tiles, U and V (X transformed values per
- * tile and channel) within WGRAD_FLOATS. */
+ * tile and channel) within wgrad_cap_floats(), unless that leaves fewer than WGRAD_MIN_TILES
+ * tiles per group (each group ends in lane sums of every register tile; on small planes they
+ * would cost more than L2 misses do): then within WGRAD_FLOATS. */
 static int wgrad_images(int cin, int cout, wgeom g, int X) {
     int per = WGRAD_TILES / (g.tiles > 0 ? g.tiles : 1);
     if (per < 1) per = 1;
     size_t image = (size_t)X * (size_t)(cin + cout) * (size_t)g.tiles;
-    size_t cap = WGRAD_FLOATS / (image ? image : 1);
+    size_t cap = wgrad_cap_floats() / (image ? image : 1);
+    if (cap * (size_t)g.tiles < WGRAD_MIN_TILES) cap = WGRAD_FLOATS / (image ? image : 1);
     if (cap < 1) cap = 1;
     return (size_t)per > cap ? (int)cap : per;
 }
@@ -482,7 +503,7 @@ typedef float v4 __attribute__((vector_size(16), aligned(16)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
 
 /* The narrow weight-gradient tile: z[r][s] += Σ_t gv[r][t] · uv[s][t] in vectors of 8 (T a
- * multiple of 16), each accumulator's lanes added in order. */
+ * multiple of 8), each accumulator's lanes added in order. */
 INLINE void wgemm_tile8(const int R, const int S, const float *gv, const float *uv, size_t P, int T, float *z,
                         int ldz) {
     v8 acc[WR][WS];
@@ -937,6 +958,23 @@ INLINE void forward_tiles(const int NARROW, const int F, const float *x, int n, 
     float *rout = rin + (size_t)per * cin * rbs, *u = rout + (size_t)per * cout * rbs, *m = u + X * xstride(cin, BP);
     for (int n0 = 0; n0 < n; n0 += per) {
         int k = n - n0 < per ? n - n0 : per, T = k * g.tiles;
+        if (T <= B) {
+            /* The group is one block: each plane's row pass goes straight into its column pass
+             * (one row-pass buffer instead of the group's), the output's likewise, so only the
+             * block's U and M need to stay in cache (32 channels at 14×14: 620 → 300 KiB). */
+            for (int i = 0; i < k; i++)
+                for (int c = 0; c < cin; c++) {
+                    rows_in(F, packed, x + ((size_t)(n0 + i) * cin + c) * plane, g, stage, rin);
+                    cols_in(F, rin, g, 0, g.tiles, u + (size_t)c * BP + (size_t)i * g.tiles, xstride(cin, BP));
+                }
+            fgemm(NARROW, X, F == 4 ? F4V : FV, u, wt, cin, cout, T, BP, m);
+            for (int i = 0; i < k; i++)
+                for (int o = 0; o < cout; o++) {
+                    cols_out(F, m + (size_t)o * BP + (size_t)i * g.tiles, xstride(cout, BP), g, 0, g.tiles, rout);
+                    rows_out(F, packed, rout, g, stage, y + ((size_t)(n0 + i) * cout + o) * plane);
+                }
+            continue;
+        }
         for (int i = 0; i < k; i++)
             for (int c = 0; c < cin; c++)
                 rows_in(F, packed, x + ((size_t)(n0 + i) * cin + c) * plane, g, stage, rin + ((size_t)i * cin + c) * rbs);
@@ -988,7 +1026,8 @@ INLINE void wgrad_tiles(const int NARROW, const int F, const float *x, const flo
         }
         zero_tail(u, X, cin, T, P);
         zero_tail(v, X, cout, T, P);
-        wgemm(NARROW, X, v, u, cout, cin, (int)rup((size_t)T, 16), P, z);
+        /* the narrow tiles step 8 tiles at a time: no products over a last half vector of zeros */
+        wgemm(NARROW, X, v, u, cout, cin, (int)rup((size_t)T, NARROW ? 8 : 16), P, z);
     }
 }
 
@@ -1115,6 +1154,20 @@ INLINE void forward8_impl(const int NARROW, const float *x, int n, int cin, int 
     float *rin = scratch, *rout = rin + (size_t)cin * rbs, *u = rout + (size_t)cout * rbs, *m = u + 36 * xstride(cin, BP);
     for (int n0 = 0; n0 < n; n0 += 8) {
         int k = n - n0 < 8 ? n - n0 : 8, T = g.tiles;
+        if (T <= B) {
+            /* One block per octet: row passes straight into column passes, one row-pass buffer
+             * (64 channels at 7×7: 1.4 MiB → 600 KiB of buffers in use), as forward_tiles does. */
+            for (int c = 0; c < cin; c++) {
+                in_rows8(x + ((size_t)n0 * cin + c) * plane, (size_t)cin * plane, k, g, rin);
+                in_cols4(rin, g, 0, T, u + (size_t)c * BP, xstride(cin, BP));
+            }
+            fgemm(NARROW, 36, F4V, u, wt, cin, cout, T, BP, m);
+            for (int o = 0; o < cout; o++) {
+                out_cols4(m + (size_t)o * BP, xstride(cout, BP), g, 0, T, rout);
+                out_rows8(rout, g, y + ((size_t)n0 * cout + o) * plane, (size_t)cout * plane, k);
+            }
+            continue;
+        }
         for (int c = 0; c < cin; c++)
             in_rows8(x + ((size_t)n0 * cin + c) * plane, (size_t)cin * plane, k, g, rin + (size_t)c * rbs);
         for (int t0 = 0; t0 < T; t0 += B) {
