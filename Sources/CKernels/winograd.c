@@ -32,7 +32,6 @@
 #include "ckernels.h"
 
 #include <string.h>
-#include <unistd.h>
 
 #pragma clang fp contract(fast)
 /* Vectors pass by value only between always-inlined helpers, so no call ever crosses the ABI
@@ -59,7 +58,7 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
  * ROW_FLOATS: cap on a forward group's row-pass buffers; WGRAD_TILES, WGRAD_FLOATS: target tiles
  * and cap on U + V of a weight-gradient group; FR × FV: forward register tile (output rows ×
  * vectors of 16 tiles); WR × WS: weight-gradient register tile (output × input channels). */
-enum { BLOCK_WIDE = 16, ROW_FLOATS = 1 << 17, WGRAD_TILES = 256, WGRAD_MIN_TILES = 48, WGRAD_FLOATS = 1 << 18, FR = 8, FV = 3, WR = 4, WS = 4 };
+enum { BLOCK_WIDE = 16, ROW_FLOATS = 1 << 17, WGRAD_TILES = 256, WGRAD_FLOATS = 1 << 18, FR = 8, FV = 3, WR = 4, WS = 4 };
 
 /* With 16 ymm registers (AVX2) or xmm (portable), NARROW = 1: forward register tiles of NFR
  * output rows × one vector of 16 tiles (12 ymm accumulators), weight-gradient tiles of NWR × NWS
@@ -124,33 +123,15 @@ static int forward_images(wgeom g, int cin, int cout) {
     return images_per_block_group(g, 16 * block_vectors(cin), (size_t)(cin + cout) * 8 * g.rb);
 }
 
-/* Floats of U + V a weight-gradient group may take: WGRAD_FLOATS (1 MiB), or half of the
- * core's L2 cache where that is smaller, so U and V are still in L2 when the products read them
- * back (with 512 KiB of L2, a 1 MiB group went out to L3 and back: on 16 channels at 28×28 five
- * times the L2 misses of the forward pass). Read once; a fixed machine gives fixed groups. */
-static size_t wgrad_cap_floats(void) {
-    static size_t cap = 0;
-    if (!cap) {
-        size_t c = WGRAD_FLOATS;
-#if defined(_SC_LEVEL2_CACHE_SIZE)
-        long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-        if (l2 >= (64L << 10) && (size_t)l2 / 2 / sizeof(float) < c) c = (size_t)l2 / 2 / sizeof(float);
-#endif
-        cap = c;
-    }
-    return cap;
-}
-
 /* Weight-gradient images per group: about WGRAD_TILES tiles, U and V (X transformed values per
- * tile and channel) within wgrad_cap_floats(), unless that leaves fewer than WGRAD_MIN_TILES
- * tiles per group (each group ends in lane sums of every register tile; on small planes they
- * would cost more than L2 misses do): then within WGRAD_FLOATS. */
+ * tile and channel) within WGRAD_FLOATS. (Groups sized to half of a 512 KiB L2 cache, one image
+ * at 16 channels and 28×28, cut the L2 misses of a cache model by 80% but ran slower with two
+ * threads on Zen 3: more lane sums and more group sums to add.) */
 static int wgrad_images(int cin, int cout, wgeom g, int X) {
     int per = WGRAD_TILES / (g.tiles > 0 ? g.tiles : 1);
     if (per < 1) per = 1;
     size_t image = (size_t)X * (size_t)(cin + cout) * (size_t)g.tiles;
-    size_t cap = wgrad_cap_floats() / (image ? image : 1);
-    if (cap * (size_t)g.tiles < WGRAD_MIN_TILES) cap = WGRAD_FLOATS / (image ? image : 1);
+    size_t cap = WGRAD_FLOATS / (image ? image : 1);
     if (cap < 1) cap = 1;
     return (size_t)per > cap ? (int)cap : per;
 }

@@ -78,15 +78,14 @@ final class LayerGradientTests: XCTestCase {
         // vector: batches that end in a partial octet, span two weight-gradient groups, or hold
         // one image, planes one row high; and planes of other widths that F(4×4, 3×3) takes as
         // rows of 16 or 32 (9, 14, 20, 28) or in octets (5, 6, 7), their columns past the plane
-        // read as zeros and never written; 16 channels at 28×28, whose F(4×4, 3×3) weight-gradient
-        // groups are one image (56 tiles, not a whole number of 16-tile vectors) where the L2
-        // cache is 512 KiB.
+        // read as zeros and never written; one 28×28 image of 16 channels, whose F(4×4, 3×3) weight
+        // gradient sums 56 tiles (not a whole number of 16-tile vectors).
         let shapes: [(n: Int, c: Int, k: Int, h: Int, w: Int, s: Int)] = [
             (2, 3, 5, 5, 6, 1), (1, 9, 12, 1, 1, 1), (2, 4, 3, 7, 33, 1), (3, 1, 2, 180, 180, 1), (2, 16, 16, 8, 8, 1),
             (3, 5, 17, 9, 16, 1), (2, 18, 3, 6, 32, 1), (2, 2, 3, 1, 16, 1),
             (9, 5, 3, 5, 8, 1), (17, 3, 2, 9, 8, 1), (1, 4, 9, 1, 8, 1),
             (3, 4, 5, 7, 7, 1), (2, 6, 9, 14, 14, 1), (2, 3, 4, 28, 28, 1), (2, 5, 7, 11, 20, 1), (10, 3, 3, 3, 5, 1),
-            (2, 2, 2, 13, 9, 1), (2, 16, 16, 28, 28, 1),
+            (2, 2, 2, 13, 9, 1), (1, 16, 16, 28, 28, 1),
             (2, 3, 5, 8, 8, 2), (2, 4, 7, 7, 9, 2), (1, 2, 3, 1, 1, 2), (3, 1, 2, 130, 131, 2), (2, 10, 6, 6, 5, 2),
         ]
         let saved = Self.savedConvSettings()
