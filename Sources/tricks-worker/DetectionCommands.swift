@@ -129,7 +129,7 @@ struct DetectionData: ParsableCommand {
         }
         let plan = BatchPlan(datasetSize: set.count, globalBatch: batchSize, shuffle: !noShuffle, seed: seed)
         let order = plan.order(epoch: epoch)
-        if time { try timeStages(set, pipe, order: order, comm: comm); return }
+        if time { try timeStages(set, pipe, plan: plan, order: order, comm: comm); return }
         var shown: [(step: Int, batch: DetectionBatch)] = []
         for step in 0..<steps {
             let inEpoch = step % plan.stepsPerEpoch
@@ -165,8 +165,7 @@ struct DetectionData: ParsableCommand {
     }
 
     /// Images per second per core for each stage, over `steps` global batches of this rank.
-    func timeStages(_ set: VOCDataset, _ pipe: DetectionPipeline, order: [Int32], comm: Communicator) throws {
-        let plan = BatchPlan(datasetSize: set.count, globalBatch: batchSize, shuffle: !noShuffle, seed: seed)
+    func timeStages(_ set: VOCDataset, _ pipe: DetectionPipeline, plan: BatchPlan, order: [Int32], comm: Communicator) throws {
         var ids: [Int] = []
         for step in 0..<steps {
             ids += plan.shard(order: order, stepInEpoch: step % plan.stepsPerEpoch, rank: comm.rank, size: comm.size).map { Int($0) }
@@ -184,9 +183,10 @@ struct DetectionData: ParsableCommand {
         aug.augment = false; aug.mixup = nil
         let side = pipe.side(atStep: 0)
         let tLetter = try clock {
-            for i in stride(from: 0, to: ids.count, by: max(1, batchSize / comm.size)) {
-                let chunk = Array(ids[i..<min(i + max(1, batchSize / comm.size), ids.count)])
-                _ = try aug.assemble(chunk, side: side) { k in decoded[ids.firstIndex(of: k)!] }
+            // Batches of this rank's size over the decoded samples (by position in `decoded`).
+            let local = max(1, batchSize / comm.size)
+            for i in stride(from: 0, to: ids.count, by: local) {
+                _ = try aug.assemble(Array(i..<min(i + local, ids.count)), side: side) { decoded[$0] }
             }
         }
         let n = Double(ids.count)
