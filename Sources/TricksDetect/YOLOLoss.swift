@@ -114,8 +114,8 @@ public final class YOLOLoss {
         let delta = labelSmoothing ? min(1 / Double(K), 1.0 / 40) : 0
         let norm = 1 / Double(max(normalizer, 1))
         var parts = Parts()
-        grads = outputs.map { Tensor(shape: $0.shape) }
-        for g in grads { g.zero() }
+        if grads.count != outputs.count { grads = outputs.map { _ in Tensor(shape: [0]) } }
+        for (g, o) in zip(grads, outputs) { g.resize(o.shape); g.zero() }   // reused across steps
         // Positive assignments: (head, n, anchor, row, col) → box index (later boxes win).
         var positive: [[Int: Int]] = .init(repeating: [:], count: heads.count)
         for n in 0..<N {
