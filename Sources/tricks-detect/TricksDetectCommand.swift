@@ -10,7 +10,7 @@ struct TricksDetectCommand: ParsableCommand {
         commandName: "tricks-detect",
         abstract: "Train a small YOLOv3-style detector with SyncBatchNorm, random shapes and detection mixup.",
         discussion: "Run one process, or N with `mpirun -np N tricks-detect train` (one image per worker works).",
-        subcommands: [DetectTrain.self, DetectEval.self, DetectPredict.self], defaultSubcommand: DetectTrain.self)
+        subcommands: [DetectTrain.self, DetectEval.self, DetectPredict.self, DetectBench.self], defaultSubcommand: DetectTrain.self)
 
     static func main() {
         do {
@@ -254,7 +254,13 @@ struct DetectPredict: ParsableCommand {
     @Option(help: "A model.safetensors written by tricks-detect train.") var checkpoint: String
     @Option(help: "Keep detections with σ(objectness)·σ(class) at least this.") var threshold = 0.3
     @Option(help: "Write <name>.png with the boxes drawn into this directory.") var draw: String?
+    @Option(help: "Write the network's input and raw head outputs (input, head0…head2, strides 32, 16, 8) to this safetensors file (one image; for checking docs/torch_yolo.py).")
+    var rawOut: String?
     @Argument(help: "JPEG or PNG files.") var images: [String]
+
+    func validate() throws {
+        if rawOut != nil && images.count != 1 { throw ValidationError("--raw-out takes exactly one image, got \(images.count)") }
+    }
 
     func run() throws {
         do {
@@ -264,7 +270,14 @@ struct DetectPredict: ParsableCommand {
             for path in images {
                 var image = try Image.read(path).converted(channels: 3)
                 let b = try pipe.assemble([0], side: spec.dataShape) { _ in DetectionSample(image: image, boxes: []) }
-                let found = loss.detect(outputs: net.forward(b.images, mode: .inference), threshold: threshold)[0]
+                let outs = net.forward(b.images, mode: .inference)
+                if let r = rawOut {
+                    let named = [("input", b.images)] + outs.enumerated().map { ("head\($0.offset)", $0.element) }
+                    var meta = spec.metadata
+                    meta["image"] = path; meta["checkpoint"] = checkpoint; meta["strides"] = YOLONet.strides.map(String.init).joined(separator: ",")
+                    try SafeTensors.save(named.map { StateTensor(name: $0.0, shape: $0.1.shape, storage: .float($0.1.data)) }, to: r, metadata: meta)
+                }
+                let found = loss.detect(outputs: outs, threshold: threshold)[0]
                     .map { d in var d = d; d.box = b.maps[0].unmap(d.box).clipped(width: Double(image.width), height: Double(image.height)); return d }
                 let items: [[String: Any]] = found.map { d in
                     ["class": spec.classes[d.box.label], "score": d.score, "box": [d.box.x0, d.box.y0, d.box.x1, d.box.y1]]
