@@ -171,23 +171,16 @@ struct Train: ParsableCommand {
     @OptionGroup var winograd: WinogradOptions
 
     func validate() throws {
-        if batchSize <= 0 { throw ValidationError("--batch-size must be positive") }
-        if let e = epochs, e <= 0 { throw ValidationError("--epochs must be positive") }
-        if let k = maxSteps, k <= 0 { throw ValidationError("--max-steps must be positive") }
-        if lr <= 0 { throw ValidationError("--lr must be positive") }
-        if !(0..<1).contains(labelSmoothing) { throw ValidationError("--label-smoothing must be in [0, 1)") }
-        if warmupEpochs < 0 { throw ValidationError("--warmup-epochs must be ≥ 0") }
-        if logEvery <= 0 { throw ValidationError("--log-every must be positive") }
         if let t = threads, t <= 0 { throw ValidationError("--threads must be positive") }
         if let p = `init`, !FileManager.default.fileExists(atPath: p) { throw ValidationError("--init \(p): no such file") }
-        if checkpointEvery != nil && out == nil { throw ValidationError("--checkpoint-every needs --out DIR") }
-        if resume != nil && `init` != nil { throw ValidationError("give --resume or --init, not both") }
+        // The rest are TrainConfig's rules, the ones Trainer applies for embedders too.
+        do { try makeConfig().validate() } catch TricksError.invalidArgument(let m) { throw ValidationError(m) }
     }
 
     func makeConfig() throws -> TrainConfig {
         var c = TrainConfig()
         c.data = data; c.imageSize = imageSize; c.model = model; c.batchSize = batchSize
-        c.epochs = epochs ?? (maxSteps == nil ? 10 : nil)
+        c.epochs = epochs ?? (maxSteps == nil ? TrainConfig().epochs : nil)
         c.maxSteps = maxSteps; c.lr = lr; c.momentum = momentum; c.nesterov = nesterov
         c.weightDecay = wd; c.noBiasDecay = noBiasDecay; c.lrSchedule = lrSchedule
         c.warmupEpochs = warmupEpochs

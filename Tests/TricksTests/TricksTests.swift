@@ -110,6 +110,82 @@ final class TricksTests: XCTestCase {
                        try Data(contentsOf: URL(fileURLWithPath: d + "/resumed/checkpoint.safetensors")))
     }
 
+    /// A resumed run refuses a checkpoint of another batch size, seed, data set size or (with
+    /// per-rank BatchNorm) rank count, naming what differs, and leaves the model untouched.
+    func testResumeRefusesAnotherRun() throws {
+        let d = try tempDir()
+        try TrainingTests.writeToyNPZ(d + "/toy.npz")
+        try TrainingTests.writeToyNPZ(d + "/bigger.npz", train: 112)
+        var c = TrainConfig()
+        c.data = d + "/toy.npz"; c.model = "resnet8"; c.batchSize = 16; c.epochs = 1; c.maxSteps = 2; c.out = d + "/run"
+        c.checkpointEvery = 2; c.logEvery = 1000
+        try Trainer(config: c, comm: SingleProcessCommunicator(), log: { _ in }).run()
+        var again = c; again.resume = d + "/run"; again.maxSteps = nil
+        XCTAssertEqual(try Trainer(config: again, comm: SingleProcessCommunicator(), log: { _ in }).startStep, 2)
+        let cases: [(String, (inout TrainConfig) -> Void)] = [
+            ("global batch size 16, this run 32", { $0.batchSize = 32 }),
+            ("seed 0, this run 3", { $0.seed = 3 }),
+            ("96 training samples, this run 112", { $0.data = d + "/bigger.npz" }),
+            ("model resnet8, this run resnet14", { $0.model = "resnet14" }),
+        ]
+        for (expected, change) in cases {
+            var r = again
+            change(&r)
+            XCTAssertThrowsError(try Trainer(config: r, comm: SingleProcessCommunicator(), log: { _ in }), expected) { e in
+                XCTAssertTrue("\(e)".contains(expected) && "\(e)".contains("cannot resume"), "\(e)")
+            }
+        }
+        // Per-rank BatchNorm statistics: 4 ranks of local BN against 2, or against sync BN.
+        let local4 = TrainingCheckpoint.Info(step: 1, model: "resnet8", seed: 0, batchSize: 16, trainSamples: 96, ranks: 4, bnGroup: 1)
+        var run = local4
+        XCTAssertEqual(local4.mismatches(continuing: run), [])
+        run.ranks = 2
+        XCTAssertEqual(local4.mismatches(continuing: run).count, 1)
+        run.ranks = 4; run.bnGroup = 4
+        XCTAssertTrue(local4.mismatches(continuing: run).first?.contains("local BatchNorm") == true)
+        let sync4 = TrainingCheckpoint.Info(step: 1, model: "resnet8", seed: 0, batchSize: 16, trainSamples: 96, ranks: 4, bnGroup: 4)
+        run.ranks = 8; run.bnGroup = 8   // SyncBatchNorm over all ranks computes the same at any rank count
+        XCTAssertEqual(sync4.mismatches(continuing: run), [])
+        var old = sync4; old.ranks = nil; old.bnGroup = nil; old.trainSamples = nil   // written before these were recorded
+        XCTAssertEqual(old.mismatches(continuing: run), [])
+    }
+
+    /// TrainConfig's defaults are the command line's and pass its own rules; each rule refuses
+    /// with a message that names the flag.
+    func testTrainConfigValidation() throws {
+        XCTAssertNoThrow(try TrainConfig().validate(ranks: 1))
+        XCTAssertEqual(TrainConfig().epochs, 10)
+        let cases: [(String, (inout TrainConfig) -> Void)] = [
+            ("--batch-size must be positive", { $0.batchSize = 0 }),
+            ("give --epochs or --max-steps", { $0.epochs = nil }),
+            ("--epochs must be positive", { $0.epochs = -1 }),
+            ("--max-steps must be positive", { $0.maxSteps = 0 }),
+            ("--lr must be positive", { $0.lr = 0 }),
+            ("--momentum must be in [0, 1)", { $0.momentum = 1.5 }),
+            ("--wd must be ≥ 0", { $0.weightDecay = -1 }),
+            ("--label-smoothing must be in [0, 1)", { $0.labelSmoothing = 1.5 }),
+            ("--mixup must be ≥ 0", { $0.mixup = -1 }),
+            ("--warmup-epochs must be ≥ 0", { $0.warmupEpochs = -0.5 }),
+            ("--lr-steps must be positive", { $0.lrSteps = [3, -1] }),
+            ("--std values must be positive", { $0.std = [0] }),
+            ("--checkpoint-every needs --out", { $0.checkpointEvery = 5 }),
+            ("give --resume or --init, not both", { $0.resume = "a"; $0.initFrom = "b" }),
+            ("unknown model 'resnet21'", { $0.model = "resnet21" }),
+            ("--log-every must be positive", { $0.logEvery = 0 }),
+        ]
+        for (expected, change) in cases {
+            var c = TrainConfig()
+            change(&c)
+            XCTAssertThrowsError(try c.validate(), expected) { XCTAssertTrue("\($0)".contains(expected), "\($0)") }
+        }
+        var c = TrainConfig()
+        c.batchSize = 64
+        XCTAssertNoThrow(try c.validate(ranks: 8))
+        XCTAssertThrowsError(try c.validate(ranks: 3)) { XCTAssertTrue("\($0)".contains("not divisible by the number of ranks 3"), "\($0)") }
+        c.bnGroupSize = 3
+        XCTAssertThrowsError(try c.validate(ranks: 4)) { XCTAssertTrue("\($0)".contains("does not divide the number of ranks 4"), "\($0)") }
+    }
+
     func testTruncatedOrForeignCheckpointIsRefused() throws {
         let d = try tempDir()
         let net = ResNet(depth: 8, inChannels: 1, numClasses: 3)

@@ -48,6 +48,9 @@ public final class DataParallel {
         }
     }
     public let normMode: NormMode
+    /// Ranks each BatchNorm layer's statistics cover: 1 for local BN (and a single process), k
+    /// for SyncBatchNorm over groups of k.
+    public var bnGroupSize: Int { if case .sync(let k) = normMode { return k } else { return 1 } }
 
     /// - Parameters:
     ///   - store, state, norms: the model's parameters, its state (parameters and buffers, in a

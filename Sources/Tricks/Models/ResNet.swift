@@ -113,10 +113,15 @@ public final class ResNet: @unchecked Sendable {
 
     /// Builds a model by name: `resnet20`, `resnet32`, `resnet44`, `resnet56`, `resnet110`.
     public convenience init(name: String, inChannels: Int, numClasses: Int, seed: UInt64 = 0) throws {
+        self.init(depth: try ResNet.depth(named: name), inChannels: inChannels, numClasses: numClasses, seed: seed)
+    }
+
+    /// The depth of a model name `resnet<6n+2>`.
+    public static func depth(named name: String) throws -> Int {
         guard name.hasPrefix("resnet"), let d = Int(name.dropFirst(6)), d >= 8, (d - 2) % 6 == 0 else {
             throw TricksError.invalidArgument("unknown model '\(name)' (expected resnet20, resnet32, resnet44, resnet56 or resnet110)")
         }
-        self.init(depth: d, inChannels: inChannels, numClasses: numClasses, seed: seed)
+        return d
     }
 
     private var blocks: [BasicBlock] { stages.flatMap { $0 } }

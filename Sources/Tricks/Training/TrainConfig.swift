@@ -8,8 +8,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var model = "resnet20"
     /// The global batch over all ranks.
     public var batchSize = 64
-    /// Epochs; nil trains `maxSteps` steps.
-    public var epochs: Double? = nil
+    /// Epochs; nil trains `maxSteps` steps (and makes that the schedule's length).
+    public var epochs: Double? = 10
     /// Stop after this many steps without changing the schedule's length.
     public var maxSteps: Int? = nil
     public var lr = 0.1
@@ -59,4 +59,39 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var bucketBytes = 256 * 1024
 
     public init() {}
+
+    /// Checks every setting that does not need the data; `ranks` (when known) adds the checks
+    /// that depend on the world size. The command line and `Trainer` both call it, so an
+    /// embedder gets the same rules and the same messages (named by their flags).
+    public func validate(ranks: Int? = nil) throws {
+        func bad(_ s: String) -> TricksError { .invalidArgument(s) }
+        _ = try ResNet.depth(named: model)
+        guard batchSize > 0 else { throw bad("--batch-size must be positive, got \(batchSize)") }
+        guard epochs != nil || maxSteps != nil else { throw bad("give --epochs or --max-steps") }
+        if let e = epochs, !(e > 0 && e.isFinite) { throw bad("--epochs must be positive, got \(e)") }
+        if let k = maxSteps, k <= 0 { throw bad("--max-steps must be positive, got \(k)") }
+        guard lr > 0 && lr.isFinite else { throw bad("--lr must be positive, got \(lr)") }
+        if let r = lrPer256, !(r > 0 && r.isFinite) { throw bad("--lr-per-256 must be positive, got \(r)") }
+        guard (0..<1).contains(momentum) else { throw bad("--momentum must be in [0, 1), got \(momentum)") }
+        guard weightDecay >= 0 && weightDecay.isFinite else { throw bad("--wd must be ≥ 0, got \(weightDecay)") }
+        guard warmupEpochs >= 0 && warmupEpochs.isFinite else { throw bad("--warmup-epochs must be ≥ 0, got \(warmupEpochs)") }
+        if let s = lrSteps.first(where: { !($0 > 0 && $0.isFinite) }) { throw bad("--lr-steps must be positive epochs, got \(s)") }
+        guard (0..<1).contains(labelSmoothing) else { throw bad("--label-smoothing must be in [0, 1), got \(labelSmoothing)") }
+        guard mixup >= 0 && mixup.isFinite else { throw bad("--mixup must be ≥ 0, got \(mixup)") }
+        guard mixupOffEpochs >= 0 && mixupOffEpochs.isFinite else { throw bad("--mixup-off-epochs must be ≥ 0, got \(mixupOffEpochs)") }
+        if let s = std, let v = s.first(where: { !($0 > 0) }) { throw bad("--std values must be positive, got \(v)") }
+        if let k = imageSize, k <= 0 { throw bad("--image-size must be positive, got \(k)") }
+        if let k = numClasses, k < 2 { throw bad("--num-classes must be at least 2, got \(k)") }
+        guard logEvery > 0 else { throw bad("--log-every must be positive, got \(logEvery)") }
+        guard evalBatchSize > 0 else { throw bad("the evaluation batch size must be positive, got \(evalBatchSize)") }
+        guard bucketBytes > 0 else { throw bad("--bucket-kb must be positive, got \(bucketBytes / 1024)") }
+        if let k = checkReplicas, k <= 0 { throw bad("--check-replicas must be positive, got \(k)") }
+        if let k = checkpointEvery, k <= 0 { throw bad("--checkpoint-every must be positive, got \(k)") }
+        if checkpointEvery != nil && out == nil { throw bad("--checkpoint-every needs --out DIR") }
+        if resume != nil && initFrom != nil { throw bad("give --resume or --init, not both") }
+        if let k = bnGroupSize, k <= 0 { throw bad("--bn-group-size must be positive, got \(k)") }
+        guard let n = ranks else { return }
+        guard batchSize % n == 0 else { throw bad("--batch-size \(batchSize) is not divisible by the number of ranks \(n)") }
+        if let k = bnGroupSize, n % k != 0 { throw bad("--bn-group-size \(k) does not divide the number of ranks \(n)") }
+    }
 }

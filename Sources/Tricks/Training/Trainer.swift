@@ -33,17 +33,7 @@ public final class Trainer {
         self.comm = comm
         self.log = comm.rank == 0 ? log : { _ in }
         let c = config
-        guard c.batchSize > 0 else { throw TricksError.invalidArgument("--batch-size must be positive") }
-        guard c.batchSize % comm.size == 0 else {
-            throw TricksError.invalidArgument("--batch-size \(c.batchSize) is not divisible by the number of ranks \(comm.size)")
-        }
-        guard c.epochs != nil || c.maxSteps != nil else { throw TricksError.invalidArgument("give --epochs or --max-steps") }
-        if let e = c.epochs, e <= 0 { throw TricksError.invalidArgument("--epochs must be positive") }
-        if let k = c.maxSteps, k <= 0 { throw TricksError.invalidArgument("--max-steps must be positive") }
-        guard c.lr > 0 else { throw TricksError.invalidArgument("--lr must be positive") }
-        if let r = c.lrPer256, r <= 0 { throw TricksError.invalidArgument("--lr-per-256 must be positive") }
-        guard c.mixup >= 0 else { throw TricksError.invalidArgument("--mixup must be ≥ 0") }
-        guard (0..<1).contains(c.labelSmoothing) else { throw TricksError.invalidArgument("--label-smoothing must be in [0, 1)") }
+        try c.validate(ranks: comm.size)
 
         var d = try DatasetLoader.load(try c.data ?? DatasetLoader.defaultDataPath(), imageSize: c.imageSize)
         if let k = c.numClasses {
@@ -61,14 +51,12 @@ public final class Trainer {
         guard mean.count == d.train.channels, std.count == d.train.channels else {
             throw TricksError.invalidArgument("--mean/--std need \(d.train.channels) comma-separated values (one per channel)")
         }
-        guard std.allSatisfy({ $0 > 0 }) else { throw TricksError.invalidArgument("--std values must be positive") }
         preprocessor = Preprocessor(mean: mean, std: std, augmentation: c.augment, seed: c.seed)
         plan = BatchPlan(datasetSize: d.train.count, globalBatch: c.batchSize, shuffle: c.shuffle, seed: c.seed)
 
         model = try ResNet(name: c.model, inChannels: d.train.channels, numClasses: d.numClasses, seed: c.seed)
         if c.zeroGamma { zeroGammaLayers(model).forEach { $0.weight.values.update(repeating: 0) } }
         if let path = c.initFrom, comm.rank == 0 { try SafeTensors.load(path, into: model.state) }
-        if let k = c.checkReplicas, k <= 0 { throw TricksError.invalidArgument("--check-replicas must be positive") }
         parallel = try DataParallel(model, comm: comm, syncBatchNorm: c.syncBN, bnGroupSize: c.bnGroupSize,
                                     bucketBytes: c.bucketBytes)
         optimizer = SGD(store: model.store, momentum: Float(c.momentum), nesterov: c.nesterov,
@@ -81,7 +69,6 @@ public final class Trainer {
         schedule = LRSchedule(kind: c.lrSchedule, lr: lr, warmupSteps: Int((c.warmupEpochs * Double(spe)).rounded()),
                               totalSteps: total, stepBoundaries: c.lrSteps.map { Int(($0 * Double(spe)).rounded()) })
         loss = SoftmaxCrossEntropy(labelSmoothing: c.labelSmoothing)
-        if let k = c.checkpointEvery, k <= 0 { throw TricksError.invalidArgument("--checkpoint-every must be positive") }
         if let dir = c.resume { try resume(from: dir) }
     }
 
@@ -89,10 +76,7 @@ public final class Trainer {
     private func resume(from dir: String) throws {
         var step: Int64 = 0
         if comm.rank == 0 {
-            let info = try TrainingCheckpoint.load(dir: dir, model: model, optimizer: optimizer)
-            guard info.model == config.model else {
-                throw TricksError.badCheckpoint("\(dir): checkpoint of \(info.model), but --model is \(config.model)")
-            }
+            let info = try TrainingCheckpoint.load(dir: dir, model: model, optimizer: optimizer, continuing: runInfo(step: 0))
             step = Int64(info.step)
             let metricsPath = (dir as NSString).appendingPathComponent("metrics.jsonl")
             if let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) {
@@ -113,8 +97,13 @@ public final class Trainer {
     /// Writes a training checkpoint into `--out` (rank 0).
     public func saveCheckpoint(step: Int) throws {
         guard comm.rank == 0, let out = config.out else { return }
-        try TrainingCheckpoint.save(dir: out, model: model, optimizer: optimizer, info: .init(
-            step: step, model: config.model, seed: config.seed, batchSize: config.batchSize))
+        try TrainingCheckpoint.save(dir: out, model: model, optimizer: optimizer, info: runInfo(step: step))
+    }
+
+    /// This run as a checkpoint describes it.
+    private func runInfo(step: Int) -> TrainingCheckpoint.Info {
+        .init(step: step, model: config.model, seed: config.seed, batchSize: config.batchSize, trainSamples: data.train.count,
+              ranks: comm.size, bnGroup: parallel.bnGroupSize)
     }
 
     /// Test accuracy and mean loss of the current model in inference mode, sharded over ranks.
