@@ -37,6 +37,8 @@ struct DetectTrain: ParsableCommand {
     @Option(help: "Base learning rate.") var lr = 0.01
     @Option(help: "constant, step or cosine.") var lrSchedule = LRSchedule.Kind.cosine
     @Option(help: "Linear warmup in epochs.") var warmupEpochs = 0.0
+    @Option(help: "Epochs after which the step schedule multiplies the rate by 0.1, comma-separated (default: 0.8 and 0.9 of --epochs, GluonCV's 160,180 of 200).")
+    var lrSteps: String?
     @Option(help: "sync: BatchNorm statistics over all ranks; local: per rank.") var bn = NormChoice.sync
     @Option(help: "Random input sizes (list, LO:HI in steps of 32, or LO:HI:STEP); default: --data-shape.") var randomShapes: String?
     @Option(help: "Steps between shape draws.") var shapeEvery = 10
@@ -61,6 +63,18 @@ struct DetectTrain: ParsableCommand {
         if let m = maxSteps, m <= 0 { throw ValidationError("--max-steps must be positive") }
         guard mixup >= 0 else { throw ValidationError("--mixup must be ≥ 0") }
         if let t = threads, t <= 0 { throw ValidationError("--threads must be positive") }
+        _ = try stepEpochs()
+    }
+
+    /// `--lr-steps` as epochs (validated), or the default 0.8 and 0.9 of the run.
+    func stepEpochs() throws -> [Double] {
+        guard let s = lrSteps else { return [0.8 * epochs, 0.9 * epochs] }
+        return try s.split(separator: ",").map {
+            guard let v = Double($0.trimmingCharacters(in: .whitespaces)), v > 0 else {
+                throw ValidationError("--lr-steps takes positive epochs separated by commas, got '\(s)'")
+            }
+            return v
+        }
     }
 
     func run() throws {
@@ -110,7 +124,8 @@ struct DetectTrain: ParsableCommand {
         let spe = plan.stepsPerEpoch
         let total = max(1, Int(epochs * Double(spe)))
         let stop = min(total, maxSteps ?? total)
-        let schedule = LRSchedule(kind: lrSchedule, lr: lr, warmupSteps: Int(warmupEpochs * Double(spe)), totalSteps: total)
+        let schedule = LRSchedule(kind: lrSchedule, lr: lr, warmupSteps: Int(warmupEpochs * Double(spe)), totalSteps: total,
+                                  stepBoundaries: try stepEpochs().map { Int(($0 * Double(spe)).rounded()) })
         var pipe = DetectionPipeline(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], dataShape: dataShape, seed: seed)
         pipe.augment = !noAugment
         if mixup > 0 {
@@ -125,7 +140,21 @@ struct DetectTrain: ParsableCommand {
         loss.labelSmoothing = labelSmoothing
         log(comm, "training on \(root) (\(trainSplit): \(set.count) images, \(K) classes), ranks \(comm.size), global batch \(batchSize) (\(batchSize / comm.size) per rank), \(stop) of \(total) steps, BN \(dp.normMode)")
         log(comm, "anchors " + anchors.map { String(format: "%.0f×%.0f", $0.width, $0.height) }.joined(separator: " ")
+            + ", lr \(lr) \(lrSchedule.rawValue)" + (lrSchedule == .step ? " at epochs \(try stepEpochs().map { String(format: "%g", $0) }.joined(separator: ","))" : "")
+            + (warmupEpochs > 0 ? ", warmup \(warmupEpochs) epochs" : "")
             + ", shapes \(randomShapes ?? "\(dataShape)"), mixup \(mixup > 0 ? "α \(mixup)" : "off"), label smoothing \(labelSmoothing ? "on" : "off")")
+        let test = noEval ? nil : try VOCDataset(root: root, split: testSplit, classes: set.classes)
+        var metrics: [[String: Any]] = []   // metrics.jsonl in --out: progress lines and evaluations
+        var map = (eleven: Double.nan, area: Double.nan), evalSeconds = 0.0
+        func evaluate(after step: Int) throws {
+            guard let test else { return }
+            let t0 = Date()
+            defer { evalSeconds += Date().timeIntervalSince(t0) }
+            map = try evaluateMAP(net: net, loss: loss, pipe: pipe, test: test, comm: comm)
+            log(comm, String(format: "eval after step %d (epoch %.2f): test mAP@0.5 %.4f (VOC07 11-point), %.4f (area) on %d images",
+                             step, Double(step) / Double(spe), map.eleven, map.area, test.count))
+            metrics.append(["step": step, "epoch": Double(step) / Double(spe), "map50": map.eleven, "map50_area": map.area])
+        }
         let start = Date()
         var window = [0.0, 0.0], lastLoss = Double.nan, order: [Int32] = [], orderEpoch = -1
         for step in 0..<stop {
@@ -148,25 +177,30 @@ struct DetectTrain: ParsableCommand {
                 log(comm, String(format: "step %d/%d  epoch %d  loss %.4f  lr %.5f  side %d  %.1f img/s  ETA %.0f s", step + 1, stop,
                                  epoch + 1, lastLoss, schedule.rate(at: step), batch.side, Double((step + 1) * batchSize) / t,
                                  t / Double(step + 1) * Double(stop - step - 1)))
+                metrics.append(["step": step + 1, "epoch": Double(step + 1) / Double(spe), "loss": lastLoss, "lr": schedule.rate(at: step)])
                 window = [0, 0]
             }
+            if (step + 1) % spe == 0 && step + 1 < stop { try evaluate(after: step + 1) }
         }
-        let seconds = Date().timeIntervalSince(start)
+        let trainSeconds = Date().timeIntervalSince(start) - evalSeconds
         if let o = out, comm.rank == 0 {
             try fm.createDirectory(atPath: o, withIntermediateDirectories: true)
             try SafeTensors.save(net.state, to: o + "/model.safetensors", metadata: DetectorSpec(
                 classes: set.classes, anchors: heads.map(\.anchors), width: width, dataShape: dataShape).metadata)
         }
-        var map = (eleven: Double.nan, area: Double.nan)
-        if !noEval {
-            let test = try VOCDataset(root: root, split: testSplit, classes: set.classes)
-            map = try evaluateMAP(net: net, loss: loss, pipe: pipe, test: test, comm: comm)
-            log(comm, String(format: "test mAP@0.5 %.4f (VOC07 11-point), %.4f (area) on %d images", map.eleven, map.area, test.count))
+        try evaluate(after: stop)
+        let seconds = Date().timeIntervalSince(start)
+        if let o = out, comm.rank == 0 {
+            let lines = try metrics.map { m in
+                let finite = m.mapValues { v -> Any in if let d = v as? Double, !d.isFinite { return NSNull() } else { return v } }
+                return String(decoding: try JSONSerialization.data(withJSONObject: finite, options: [.sortedKeys]), as: UTF8.self)
+            }
+            try SafeTensors.writeAtomically(Data((lines.joined(separator: "\n") + "\n").utf8), to: o + "/metrics.jsonl")
         }
         if comm.rank == 0 {
             func j(_ d: Double) -> String { d.isFinite ? String(format: "%.6g", d) : "null" }
             FileHandleOutput.stdout("{\"steps\":\(stop),\"train_loss\":\(j(lastLoss)),\"map50\":\(j(map.eleven)),\"map50_area\":\(j(map.area)),"
-                + "\"images_per_second\":\(j(Double(stop * batchSize) / seconds)),\"seconds\":\(j(seconds)),\"ranks\":\(comm.size),\"bn\":\"\(dp.normMode)\"}")
+                + "\"images_per_second\":\(j(Double(stop * batchSize) / trainSeconds)),\"seconds\":\(j(seconds)),\"ranks\":\(comm.size),\"bn\":\"\(dp.normMode)\"}")
         }
     }
 }
@@ -254,6 +288,7 @@ struct DetectPredict: ParsableCommand {
     @Option(help: "A model.safetensors written by tricks-detect train.") var checkpoint: String
     @Option(help: "Keep detections with σ(objectness)·σ(class) at least this.") var threshold = 0.3
     @Option(help: "Write <name>.png with the boxes drawn into this directory.") var draw: String?
+    @Option(help: "Write one PNG of every image with its boxes drawn, four to a row.") var grid: String?
     @Option(help: "Write the network's input and raw head outputs (input, head0…head2, strides 32, 16, 8) to this safetensors file (one image; for checking docs/torch_yolo.py).")
     var rawOut: String?
     @Argument(help: "JPEG or PNG files.") var images: [String]
@@ -267,6 +302,7 @@ struct DetectPredict: ParsableCommand {
             let (spec, net, loss) = try DetectorSpec.load(checkpoint)
             let pipe = DetectionPipeline(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], dataShape: spec.dataShape, seed: 0)
             if let d = draw { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+            var drawn: [Image] = []
             for path in images {
                 var image = try Image.read(path).converted(channels: 3)
                 let b = try pipe.assemble([0], side: spec.dataShape) { _ in DetectionSample(image: image, boxes: []) }
@@ -284,15 +320,26 @@ struct DetectPredict: ParsableCommand {
                 }
                 let line = try JSONSerialization.data(withJSONObject: ["image": path, "detections": items] as [String: Any], options: [.sortedKeys])
                 FileHandleOutput.stdout(String(decoding: line, as: UTF8.self))
-                if let d = draw {
+                if draw != nil || grid != nil {
                     for f in found {
                         image.drawBox(f.box, colour: Image.classColour(f.box.label), thickness: 1)
                         image.drawText(String(format: "%@ %.2f", spec.classes[f.box.label], f.score).replacingOccurrences(of: "0.", with: "."),
                                        x: Int(f.box.x0), y: max(0, Int(f.box.y0) - 7), colour: [0, 0, 0], background: Image.classColour(f.box.label))
                     }
-                    let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-                    try image.zoomed(2).write("\(d)/\(name).png")
+                    if let d = draw {
+                        let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+                        try image.zoomed(2).write("\(d)/\(name).png")
+                    }
+                    if grid != nil { drawn.append(image) }
                 }
+            }
+            if let g = grid {
+                // Cells of the largest image's size, white between them.
+                let cols = min(4, drawn.count), rows = (drawn.count + cols - 1) / cols, gap = 4
+                let cw = drawn.map(\.width).max()!, ch = drawn.map(\.height).max()!
+                var sheet = Image(width: cols * (cw + gap) - gap, height: rows * (ch + gap) - gap, fill: [255, 255, 255])
+                for (i, im) in drawn.enumerated() { sheet.paste(im, x: i % cols * (cw + gap), y: i / cols * (ch + gap)) }
+                try sheet.zoomed(2).write(g)
             }
         } catch {
             FileHandleOutput.stderr("tricks-detect predict: \(error)")

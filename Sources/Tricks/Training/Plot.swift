@@ -9,7 +9,7 @@ public enum MetricsPlot {
         public var points: [(Double, Double)]
     }
 
-    /// Reads `(step, lr)`, `(step, loss)` and `(epoch, test_accuracy)` from a metrics file.
+    /// Reads `(step, lr)`, `(step, loss)` and `(epoch, test_accuracy)` (or `(epoch, map50)`) from a metrics file.
     public static func read(_ path: String) throws -> (lr: [(Double, Double)], loss: [(Double, Double)], acc: [(Double, Double)]) {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw TricksError.io("\(path): cannot read metrics")
@@ -20,7 +20,8 @@ public enum MetricsPlot {
                   let step = (d["step"] as? NSNumber)?.doubleValue else { continue }
             if let v = (d["lr"] as? NSNumber)?.doubleValue { lr.append((step, v)) }
             if let v = (d["loss"] as? NSNumber)?.doubleValue { loss.append((step, v)) }
-            if let v = (d["test_accuracy"] as? NSNumber)?.doubleValue, let e = (d["epoch"] as? NSNumber)?.doubleValue {
+            // A classifier's test accuracy, or a detector's test mAP@0.5 (tricks-detect).
+            if let v = ((d["test_accuracy"] ?? d["map50"]) as? NSNumber)?.doubleValue, let e = (d["epoch"] as? NSNumber)?.doubleValue {
                 acc.append((e, v))
             }
         }
@@ -71,7 +72,8 @@ public enum MetricsPlot {
                       x0: 0, y0: 0, w: w, h: h)
         body += panel("training loss", xLabel: "step", zip(runs, data).map { Series(label: $0.0.label, points: $0.1.loss) },
                       x0: w, y0: 0, w: w, h: h)
-        body += panel("test accuracy", xLabel: "epoch", zip(runs, data).map { Series(label: $0.0.label, points: $0.1.acc) },
+        let detector = runs.contains { (try? String(contentsOfFile: $0.metricsPath, encoding: .utf8))?.contains("\"map50\"") == true }
+        body += panel(detector ? "test mAP@0.5" : "test accuracy", xLabel: "epoch", zip(runs, data).map { Series(label: $0.0.label, points: $0.1.acc) },
                       x0: 2 * w, y0: 0, w: w, h: h)
         for (i, r) in runs.enumerated() {
             let y = h + 18 + Double(i) * 16
