@@ -58,6 +58,50 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(t2.evaluate().accuracy, s.testAccuracy, accuracy: 1e-12)
     }
 
+    /// A NaN or infinity stops training at its step, naming the first layer whose results held
+    /// one, forward or backward, on one process and under mpirun, and leaves --out untouched.
+    func testNonFiniteValuesStopNamingTheLayer() throws {
+        let d = try tempDir()
+        try Self.writeToyNPZ(d + "/toy.npz")
+        var c = TrainConfig()
+        c.data = d + "/toy.npz"; c.model = "resnet8"; c.batchSize = 16; c.maxSteps = 1
+        let t = try Trainer(config: c, comm: SingleProcessCommunicator(), log: { _ in })
+        let x = Tensor(shape: [16, 1, 8, 8]); var labels: [Int32] = []
+        t.preprocessor.fill(t.data.train, indices: Array(0..<Int32(16))[...], epoch: 0, augment: false, into: x, labels: &labels)
+        let ce = SoftmaxCrossEntropy()
+        func pass(poisonGradient: Bool) -> Double {
+            let l = ce.forward(logits: t.model.forward(x, mode: .training), labels: labels, normalizer: 16)
+            if poisonGradient { ce.grad.data[3] = .infinity }
+            t.model.backward(ce.grad)
+            return l
+        }
+        XCTAssertNil(t.findNonFinite { pass(poisonGradient: false) })
+        XCTAssertEqual(t.findNonFinite { pass(poisonGradient: true) }, "the input gradient of fc (linear)")
+        let w = t.model.stages[1][0].conv2.weight
+        w.value[5] = .nan
+        XCTAssertEqual(t.findNonFinite { pass(poisonGradient: false) }, "the forward output of layer2.0.conv2 (conv3x3 32→32 s1 @4×4)")
+
+        // Through the binary: a NaN weight in the --init file.
+        let net = ResNet(depth: 8, inChannels: 1, numClasses: 3)
+        net.stages[2][0].conv1.weight.value[0] = .nan
+        try SafeTensors.save(net.state, to: d + "/poisoned.safetensors")
+        try FileManager.default.createDirectory(atPath: d + "/out", withIntermediateDirectories: true)
+        let kept = Data("an earlier run's model".utf8)
+        try kept.write(to: URL(fileURLWithPath: d + "/out/model.safetensors"))
+        let args = ["train", "--data", d + "/toy.npz", "--model", "resnet8", "--batch-size", "16", "--max-steps", "3",
+                    "--init", d + "/poisoned.safetensors", "--out", d + "/out"]
+        let expected = "step 1: NaN or infinity first appeared in the forward output of layer3.0.conv1 (conv3x3 32→64 s2 @4×4) on rank 0"
+        let one = try CLITests.run(args)
+        XCTAssertEqual(one.status, 3, one.err)
+        XCTAssertTrue(one.err.contains(expected), one.err)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: d + "/out/model.safetensors")), kept)
+        let two = try MPITests.run(np: 2, args)
+        XCTAssertNotEqual(two.status, 0, two.err)
+        XCTAssertEqual(two.err.components(separatedBy: "NaN or infinity first appeared").count - 1, 1, two.err)
+        XCTAssertTrue(two.err.contains(expected), two.err)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: d + "/out/model.safetensors")), kept)
+    }
+
     func testMaxStepsKeepsTheScheduleLength() throws {
         let d = try tempDir()
         try Self.writeToyNPZ(d + "/toy.npz")

@@ -172,7 +172,7 @@ public final class ResNet: @unchecked Sendable {
     /// dlogits: `(N, classes)`; adds into every parameter gradient.
     public func backward(_ dlogits: Tensor) {
         let p = profiler, x = input!
-        var g = pool.backward(fc.backward(dlogits))
+        var g = pool.bwd(fc.bwd(dlogits, dlogits, p), dlogits, p)
         onGradientsReady?(fc.parameters)
         for b in blocks.reversed() {
             g = b.backward(g)

@@ -16,6 +16,14 @@ enum Vec {
         Parallel.ranges(n) { lo, hi in tk_relu_backward(dy + lo, y + lo, dx + lo, hi - lo) }
     }
 
+    /// Whether no value is a NaN or an infinity (their exponent bits are all ones); an integer max
+    /// over the exponents, which the compiler vectorizes.
+    static func allFinite(_ x: UnsafePointer<Float>, _ n: Int) -> Bool {
+        var m: UInt32 = 0
+        x.withMemoryRebound(to: UInt32.self, capacity: n) { b in for i in 0..<n { m = max(m, b[i] & 0x7F80_0000) } }
+        return m != 0x7F80_0000
+    }
+
     /// out = a + b
     @inline(__always)
     static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {

@@ -1,13 +1,31 @@
 import Foundation
 
-/// Accumulates wall time per layer and direction, for benchmarks.
+/// Accumulates wall time per layer and direction, for benchmarks; or, with `checkFinite`, finds
+/// the first layer whose output (or, in backward, input or parameter gradient) holds a NaN or an
+/// infinity, the way PyTorch's anomaly mode does.
 public final class StepProfiler {
     public struct Entry { public var seconds = 0.0; public var calls = 0; public var flops = 0.0 }
     public private(set) var entries: [String: Entry] = [:]
     /// Keys in first-seen order.
     public private(set) var order: [String] = []
+    /// Check every layer's results instead of timing them.
+    public let checkFinite: Bool
+    /// The first layer and direction whose results were not finite (with `checkFinite`).
+    public private(set) var firstNonFinite: String?
 
-    public init() {}
+    public init(checkFinite: Bool = false) { self.checkFinite = checkFinite }
+
+    /// Records `layer` as the first non-finite one unless one was found already or `values` are finite.
+    func check(_ values: UnsafeMutablePointer<Float>, _ count: Int, _ layer: Layer, _ x: Tensor, _ what: String) {
+        guard firstNonFinite == nil, !Vec.allFinite(values, count) else { return }
+        firstNonFinite = "\(what) of \(layerName(layer)) (\(describe(layer, x).0))"
+    }
+
+    /// Checks a forward or backward result and, in backward, the layer's parameter gradients.
+    func check(_ result: Tensor, _ layer: Layer, _ x: Tensor, backward: Bool) {
+        check(result.data, result.count, layer, x, backward ? "the input gradient" : "the forward output")
+        if backward { for q in layer.parameters { check(q.grad, q.count, layer, x, "the gradient of \(q.name)") } }
+    }
 
     public func reset() { entries = [:]; order = [] }
 
@@ -21,6 +39,13 @@ public final class StepProfiler {
         entries[key, default: Entry()].flops += flops
         return r
     }
+}
+
+/// A layer's `state_dict` prefix (`layer2.0.conv1`), or its type for layers without parameters.
+func layerName(_ l: Layer) -> String {
+    if let b = l as? BatchNorm2d { return b.name }
+    guard let n = l.parameters.first?.name else { return "\(type(of: l))" }
+    return n.hasSuffix(".weight") ? String(n.dropLast(7)) : n
 }
 
 /// A short description of a layer for profiles.
@@ -45,6 +70,7 @@ extension Layer {
     @inline(__always)
     func fwd(_ x: Tensor, _ mode: Mode, _ p: StepProfiler?) -> Tensor {
         guard let p else { return forward(x, mode: mode) }
+        if p.checkFinite { let y = forward(x, mode: mode); p.check(y, self, x, backward: false); return y }
         let (k, f) = describe(self, x)
         return p.measure(k + " fwd", flops: f) { forward(x, mode: mode) }
     }
@@ -53,6 +79,7 @@ extension Layer {
     @inline(__always)
     func bwd(_ dy: Tensor, _ x: Tensor, _ p: StepProfiler?) -> Tensor {
         guard let p else { return backward(dy) }
+        if p.checkFinite { let g = backward(dy); p.check(g, self, x, backward: true); return g }
         let (k, f) = describe(self, x)
         return p.measure(k + " bwd", flops: 2 * f) { backward(dy) }
     }
@@ -63,6 +90,7 @@ extension BatchNorm2d {
     @inline(__always)
     func fwd(_ x: Tensor, residual: Tensor, _ mode: Mode, _ p: StepProfiler?) -> Tensor {
         guard let p else { return forward(x, residual: residual, mode: mode) }
+        if p.checkFinite { let y = forward(x, residual: residual, mode: mode); p.check(y, self, x, backward: false); return y }
         let (k, _) = describe(self, x)
         return p.measure(k + " fwd") { forward(x, residual: residual, mode: mode) }
     }

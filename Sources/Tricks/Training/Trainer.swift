@@ -214,13 +214,21 @@ public final class Trainer {
             } else {
                 preprocessor.fill(data.train, indices: shard, epoch: epoch, augment: true, into: x, labels: &labels)
             }
-            let logits = model.forward(x, mode: .training)
-            let l = loss.forward(logits: logits, labels: labels, mixedWith: mixing ? partnerLabels : nil,
-                                 lambdas: mixing ? lambdas : nil, normalizer: c.batchSize)
-            guard l.isFinite else { comm.abort("rank \(comm.rank): loss is \(l) at step \(step); lower --lr", code: 3) }
+            func pass() -> Double {
+                let logits = model.forward(x, mode: .training)
+                let l = loss.forward(logits: logits, labels: labels, mixedWith: mixing ? partnerLabels : nil,
+                                     lambdas: mixing ? lambdas : nil, normalizer: c.batchSize)
+                model.backward(loss.grad)
+                return l
+            }
             parallel.beginStep()
-            model.backward(loss.grad)
+            let l = pass()
             commWait += parallel.finishGradients()
+            // The summed gradients are the same on every rank, so every rank sees a non-finite
+            // value at once and they look for its source together (SyncBatchNorm's collectives
+            // run again); nothing is updated or written at this step.
+            if !Vec.allFinite(model.store.grads, model.store.count) { stopAtNonFinite(step: step + 1, pass: pass) }
+            guard l.isFinite else { comm.abort("rank \(comm.rank): loss is \(l) at step \(step + 1) with finite gradients; lower --lr", code: 3) }
             let rate = schedule.rate(at: step)
             optimizer.step(lr: Float(rate))
             computeSeconds += Date().timeIntervalSince(t0)
@@ -263,6 +271,39 @@ public final class Trainer {
                                  metadata: ["format": "pt", "model": c.model])
         }
         return summary
+    }
+
+    /// Where a step's non-finite gradients came from: the step's `pass` (forward, loss,
+    /// backward) once more on this rank's batch with every layer's results checked (every rank
+    /// runs it, so collectives match), then the lowest rank that found the first non-finite
+    /// result ends the job naming the layer.
+    public func findNonFinite(pass: () -> Double) -> String? {
+        let hook = model.onGradientsReady
+        model.onGradientsReady = nil   // no gradient all-reduce in this pass
+        model.store.zeroGrad()
+        let checker = StepProfiler(checkFinite: true)
+        model.profiler = checker
+        let l = pass()
+        model.profiler = nil
+        model.onGradientsReady = hook
+        return checker.firstNonFinite ?? (l.isFinite ? nil : "the loss (\(l))")
+    }
+
+    private func stopAtNonFinite(step: Int, pass: () -> Double) -> Never {
+        let found = findNonFinite(pass: pass)
+        var who = [Double](repeating: 0, count: comm.size)
+        if found != nil { who[comm.rank] = 1 }
+        who.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+        let first = who.firstIndex { $0 > 0 }
+        let after = "stopped before the update, so the model and the last checkpoint are as after step \(step - 1); lower --lr or check the data"
+        if let r = first, r == comm.rank {
+            comm.abort("tricks-worker: step \(step): NaN or infinity first appeared in \(found!) on rank \(r); \(after)", code: 3)
+        } else if first == nil && comm.rank == 0 {
+            comm.abort("tricks-worker: step \(step): the summed gradients hold NaN or infinity, but a second pass over the batch "
+                       + "found every layer's results finite; \(after)", code: 3)
+        }
+        comm.barrier()   // the reporting rank ends the job
+        comm.abort("tricks-worker: rank \(comm.rank): non-finite gradients at step \(step)", code: 3)
     }
 
     private func writeMetrics() throws {
