@@ -54,6 +54,9 @@ struct DetectTrain: ParsableCommand {
     @Flag(help: "Skip the test-set evaluation.") var noEval = false
     @Option(help: "Steps between progress lines.") var logEvery = 20
     @Option(help: "Threads per rank (default: cores / ranks).") var threads: Int?
+    @Flag(help: "Check that every rank issues the same collectives in the same order; a mismatch ends the job naming each rank's collective (debugging).")
+    var checkCollectives = false
+    @Option(help: "With --check-collectives: seconds a rank waits for the others at a collective.") var collectiveTimeout = 120.0
 
     func validate() throws {
         guard batchSize > 0, epochs > 0, lr > 0, shapeEvery > 0, logEvery > 0, width > 0 else {
@@ -63,6 +66,7 @@ struct DetectTrain: ParsableCommand {
         if let m = maxSteps, m <= 0 { throw ValidationError("--max-steps must be positive") }
         guard mixup >= 0 else { throw ValidationError("--mixup must be ≥ 0") }
         if let t = threads, t <= 0 { throw ValidationError("--threads must be positive") }
+        guard collectiveTimeout > 0 else { throw ValidationError("--collective-timeout must be positive") }
         _ = try stepEpochs()
     }
 
@@ -79,7 +83,8 @@ struct DetectTrain: ParsableCommand {
 
     func run() throws {
         let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
-        let comm: Communicator = mpi ?? SingleProcessCommunicator()
+        let world: Communicator = mpi ?? SingleProcessCommunicator()
+        let comm: Communicator = checkCollectives ? CheckedCommunicator(world, timeout: collectiveTimeout) : world
         let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
         BLAS.setThreads(threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / local))
         do {

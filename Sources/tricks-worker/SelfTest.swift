@@ -12,12 +12,16 @@ struct SelfTest: ParsableCommand {
         abstract: "Multi-process checks of SyncBatchNorm against a float64 reference (run under mpirun).",
         shouldDisplay: false)
 
-    @Argument(help: "syncbn") var what = "syncbn"
+    @Argument(help: "syncbn, collective-mismatch or collective-hang") var what = "syncbn"
 
     func run() throws {
         let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
         let comm: Communicator = mpi ?? SingleProcessCommunicator()
-        guard what == "syncbn" else { throw ValidationError("unknown self-test '\(what)'") }
+        switch what {
+        case "syncbn": break
+        case "collective-mismatch", "collective-hang": return collectives(CheckedCommunicator(comm, timeout: 3), hang: what == "collective-hang")
+        default: throw ValidationError("unknown self-test '\(what)'")
+        }
         let n = comm.size
         var cases: [(String, [Int], Double, Double)] = [
             ("equal batches", Array(repeating: 2, count: n), 0.5, 2),
@@ -46,6 +50,27 @@ struct SelfTest: ParsableCommand {
         if bad[0] > 0 { comm.abort("syncbn self-test: \(Int(bad[0])) check(s) failed", code: 1) }
         if comm.rank == 0 { FileHandleOutput.stdout("syncbn self-test: \(cases.count) cases passed on \(n) ranks") }
         mpi?.finalize()
+    }
+
+    /// A detector's bug under `--check-collectives`: rank 1 skips SyncBatchNorm layer `a.bn`
+    /// (without the check its next layer's all-reduce would pair with rank 0's `a.bn`, the same
+    /// size, and give wrong statistics silently), or never reaches a collective at all. Either
+    /// ends the job with a message; reaching the end is the failure.
+    func collectives(_ comm: CheckedCommunicator, hang: Bool) {
+        let a = BatchNorm2d("a.bn", 2), b = BatchNorm2d("b.bn", 2)
+        a.group = comm; b.group = comm
+        let x = Tensor(shape: [1, 2, 2, 2])
+        for i in 0..<x.count { x[i] = Float(i) }
+        if comm.rank != 1 {
+            _ = b.forward(a.forward(x, mode: .training), mode: .training)
+        } else if hang {
+            sleep(60)
+        } else {
+            _ = b.forward(x, mode: .training)
+        }
+        comm.inner.barrier()
+        FileHandleOutput.stdout("collective self-test: no error was raised")
+        Foundation.exit(0)
     }
 
     /// Rank r holds `counts[r]` samples of C channels at its own spatial size.

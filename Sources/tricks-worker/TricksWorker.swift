@@ -159,6 +159,12 @@ struct Train: ParsableCommand {
     @Option(help: "Write a training checkpoint into --out every N steps (and at each epoch end).")
     var checkpointEvery: Int?
 
+    @Flag(help: "Check that every rank issues the same collectives in the same order; a mismatch ends the job naming each rank's collective (a debugging mode: one more small all-reduce per collective).")
+    var checkCollectives = false
+
+    @Option(help: "With --check-collectives: seconds a rank waits for the others at a collective before ending the job.")
+    var collectiveTimeout = 120.0
+
     @Option(help: "Continue from DIR/checkpoint.safetensors (model, momentum, step).")
     var resume: String?
 
@@ -172,6 +178,7 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         if let t = threads, t <= 0 { throw ValidationError("--threads must be positive") }
+        if !(collectiveTimeout > 0) { throw ValidationError("--collective-timeout must be positive, got \(collectiveTimeout)") }
         if let p = `init`, !FileManager.default.fileExists(atPath: p) { throw ValidationError("--init \(p): no such file") }
         // The rest are TrainConfig's rules, the ones Trainer applies for embedders too.
         do { try makeConfig().validate() } catch TricksError.invalidArgument(let m) { throw ValidationError(m) }
@@ -200,7 +207,8 @@ struct Train: ParsableCommand {
         let config = try makeConfig()
         let env = ProcessInfo.processInfo.environment
         let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
-        let comm: Communicator = mpi ?? SingleProcessCommunicator()
+        let world: Communicator = mpi ?? SingleProcessCommunicator()
+        let comm: Communicator = checkCollectives ? CheckedCommunicator(world, timeout: collectiveTimeout) : world
         winograd.apply()
         if let t = threads {
             BLAS.setThreads(t)

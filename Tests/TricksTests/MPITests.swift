@@ -283,4 +283,29 @@ extension MPITests {
         XCTAssertLessThan(sync, 1e-5, "np=8 × 1 image with SyncBN vs one process on 8 images")
         XCTAssertGreaterThan(local, 100 * max(sync, 1e-9), "local BN at one image per worker should differ")
     }
+    /// --check-collectives: ranks that issue different collectives end the job naming each one's
+    /// (instead of a silently wrong SyncBatchNorm), a rank that never arrives ends it after the
+    /// timeout (instead of a hang), and a correct job trains as usual.
+    func testCheckedCollectivesNameTheMismatch() throws {
+        let t0 = Date()
+        let mismatch = try Self.run(np: 2, ["selftest", "collective-mismatch"])
+        XCTAssertEqual(mismatch.status, 5, mismatch.err)
+        XCTAssertTrue(mismatch.err.contains("rank 0: collective #1: SyncBatchNorm a.bn forward"), mismatch.err)
+        XCTAssertTrue(mismatch.err.contains("rank 1: collective #1: SyncBatchNorm b.bn forward"), mismatch.err)
+        XCTAssertFalse(mismatch.out.contains("no error was raised"), mismatch.out)
+        let t1 = Date()
+        let hang = try Self.run(np: 2, ["selftest", "collective-hang"])
+        XCTAssertEqual(hang.status, 5, hang.err)
+        XCTAssertTrue(hang.err.contains("rank 0 waited 3 s for the other ranks at collective #1: SyncBatchNorm a.bn forward"), hang.err)
+        XCTAssertLessThan(Date().timeIntervalSince(t1), 40, "the hung rank sleeps 60 s: the timeout must end the job first")
+        XCTAssertLessThan(t1.timeIntervalSince(t0), 40)
+
+        let d = NSTemporaryDirectory() + "tricks-checked-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        try TrainingTests.writeToyNPZ(d + "/toy.npz")
+        let ok = try Self.run(np: 2, ["train", "--data", d + "/toy.npz", "--model", "resnet8", "--batch-size", "16", "--max-steps", "3",
+                                     "--bn", "sync", "--check-collectives", "--check-replicas", "1"])
+        XCTAssertEqual(ok.status, 0, ok.err)
+    }
 }

@@ -62,6 +62,7 @@ public final class GradientReducer {
 
     private func start(_ b: Int) {
         let r = buckets[b]
+        comm.label("gradient bucket \(b + 1) of \(buckets.count)")
         requests[b] = comm.startAllreduceSum(UnsafeMutableBufferPointer(start: store.grads + r.lowerBound, count: r.count))
     }
 

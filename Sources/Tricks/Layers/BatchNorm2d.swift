@@ -132,6 +132,7 @@ public final class BatchNorm2d: Layer {
             // Statistics of every rank's batch: sums, one all-reduce, then normalize.
             Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c) } }
             st[2 * C] = Double(N * P)
+            group!.label("SyncBatchNorm \(name) forward (Σx, Σx², n)")
             group!.allreduceSum(UnsafeMutableBufferPointer(start: st, count: 2 * C + 1))
             count = st[2 * C]
             globalCount = count
@@ -198,6 +199,7 @@ public final class BatchNorm2d: Layer {
         if training && isSynced {
             Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c) } }
             st[2 * C] = 0
+            group!.label("SyncBatchNorm \(name) backward (Σdy, Σdy·x̂)")
             group!.allreduceSum(UnsafeMutableBufferPointer(start: st, count: 2 * C))
             Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { apply(c) } }
         } else {
