@@ -76,7 +76,14 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         check(MPI_Barrier(comm), "MPI_Barrier")
     }
 
+    /// Prints `message` and ends every rank. A rank other than world rank 0 first waits a
+    /// second: an error every rank meets (a bad data file, a batch that does not split) is then
+    /// reported by rank 0 alone, whose abort ends the others while they wait; an error only this
+    /// rank meets is reported a second later.
     public func abort(_ message: String, code: Int32) -> Never {
+        var worldRank: Int32 = 0
+        MPI_Comm_rank(cmpi_comm_world(), &worldRank)
+        if worldRank != 0 { usleep(1_000_000) }
         FileHandleOutput.stderr(message)
         MPI_Abort(cmpi_comm_world(), code)
         exit(code)

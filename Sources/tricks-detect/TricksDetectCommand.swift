@@ -120,6 +120,9 @@ struct DetectTrain: ParsableCommand {
             let s = Double(dataShape) / Double(max(set.sizes[i].width, set.sizes[i].height))
             sizes += bs.map { (max($0.width * s, 1), max($0.height * s, 1)) }
         }
+        guard sizes.count >= 9 else {
+            throw TricksError.badData("\(root): \(trainSplit) has \(sizes.count) boxes; the nine anchors (k-means over the boxes) need at least 9")
+        }
         let anchors = AnchorKMeans.fit(sizes, k: 9, seed: seed)
         let heads = (0..<3).map { h in YOLOHead(stride: YOLONet.strides[h], anchors: anchors[(6 - 3 * h)..<(9 - 3 * h)].map { [$0.width, $0.height] }) }
         let net = YOLONet(numClasses: K, anchorsPerHead: 3, width: width, seed: seed)

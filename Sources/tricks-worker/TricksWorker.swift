@@ -66,31 +66,31 @@ struct Train: ParsableCommand {
     @Option(help: "A directory of IDX files (train-*/t10k-*, optionally .gz), an image folder (DIR/train/<class>/*.png|jpg and DIR/val/ or DIR/test/), or an .npz with x_train, y_train, x_test, y_test. Default: Fashion-MNIST from the dataset-fashion-mnist package.")
     var data: String?
 
-    @Option(help: "Resize an image folder's images to this square size (default: their own size, which they must share).")
+    @Option(parsing: .unconditional, help: "Resize an image folder's images to this square size (default: their own size, which they must share).")
     var imageSize: Int?
 
     @Option(help: "resnet20, resnet32, resnet44, resnet56 or resnet110.")
     var model = "resnet20"
 
-    @Option(help: "The global batch size, over all ranks.")
+    @Option(parsing: .unconditional, help: "The global batch size, over all ranks.")
     var batchSize = 64
 
-    @Option(help: "Epochs to train (fractional allowed); sets the schedule's length. Default 10 when --max-steps is not given.")
+    @Option(parsing: .unconditional, help: "Epochs to train (fractional allowed); sets the schedule's length. Default 10 when --max-steps is not given.")
     var epochs: Double?
 
-    @Option(help: "Stop after this many steps without changing the schedule's length.")
+    @Option(parsing: .unconditional, help: "Stop after this many steps without changing the schedule's length.")
     var maxSteps: Int?
 
-    @Option(help: "Base learning rate.")
+    @Option(parsing: .unconditional, help: "Base learning rate.")
     var lr = 0.1
 
-    @Option(help: "SGD momentum.")
+    @Option(parsing: .unconditional, help: "SGD momentum.")
     var momentum = 0.9
 
     @Flag(help: "Nesterov momentum.")
     var nesterov = false
 
-    @Option(help: "Weight decay.")
+    @Option(parsing: .unconditional, help: "Weight decay.")
     var wd = 5e-4
 
     @Flag(help: "No weight decay on biases and BN γ/β.")
@@ -99,25 +99,25 @@ struct Train: ParsableCommand {
     @Option(help: "constant, step or cosine.")
     var lrSchedule = LRSchedule.Kind.cosine
 
-    @Option(help: "Linear warmup length in epochs (fractional allowed).")
+    @Option(parsing: .unconditional, help: "Linear warmup length in epochs (fractional allowed).")
     var warmupEpochs = 0.0
 
     @Option(help: "Comma-separated epochs at which the step schedule multiplies the rate by 0.1.")
     var lrSteps: String?
 
-    @Option(help: "Label smoothing ε: 1−ε on the true class, ε/(K−1) on the others.")
+    @Option(parsing: .unconditional, help: "Label smoothing ε: 1−ε on the true class, ε/(K−1) on the others.")
     var labelSmoothing = 0.0
 
-    @Option(help: "Mixup α: train on λ·x_i + (1−λ)·x_j with λ ~ Beta(α, α); 0 is off.")
+    @Option(parsing: .unconditional, help: "Mixup α: train on λ·x_i + (1−λ)·x_j with λ ~ Beta(α, α); 0 is off.")
     var mixup = 0.0
 
-    @Option(help: "Turn mixup off for the last this many epochs.")
+    @Option(parsing: .unconditional, help: "Turn mixup off for the last this many epochs.")
     var mixupOffEpochs = 0.0
 
     @Flag(help: "γ = 0 in the last BN of every residual block at initialization.")
     var zeroGamma = false
 
-    @Option(help: "Linear scaling: lr = X · batch-size / 256 (overrides --lr).")
+    @Option(parsing: .unconditional, help: "Linear scaling: lr = X · batch-size / 256 (overrides --lr).")
     var lrPer256: Double?
 
     @Option(help: "standard (pad 4, random crop, random flip) or none.")
@@ -132,7 +132,7 @@ struct Train: ParsableCommand {
     @Option(help: "Comma-separated per-channel standard deviations of x/255 (default: the training set's).")
     var std: String?
 
-    @Option(help: "Number of classes; labels must be below it (default: 1 + the largest label).")
+    @Option(parsing: .unconditional, help: "Number of classes; labels must be below it (default: 1 + the largest label).")
     var numClasses: Int?
 
     @Option(help: "A safetensors file to load every weight and buffer from before training (strict).")
@@ -144,34 +144,34 @@ struct Train: ParsableCommand {
     @Option(help: "Random seed for initialization, shuffling and augmentation.")
     var seed: UInt64 = 0
 
-    @Option(help: "Steps between progress lines.")
+    @Option(parsing: .unconditional, help: "Steps between progress lines.")
     var logEvery = 50
 
     @Option(help: "sync: batch-norm statistics over all ranks; local: per rank.")
     var bn = BNMode.sync
 
-    @Option(help: "With --bn sync: synchronize BN within groups of this many consecutive ranks (default: all).")
+    @Option(parsing: .unconditional, help: "With --bn sync: synchronize BN within groups of this many consecutive ranks (default: all).")
     var bnGroupSize: Int?
 
-    @Option(help: "Compare a checksum of all parameters across ranks every K steps; end the job at the first divergence.")
+    @Option(parsing: .unconditional, help: "Compare a checksum of all parameters across ranks every K steps; end the job at the first divergence.")
     var checkReplicas: Int?
 
-    @Option(help: "Write a training checkpoint into --out every N steps (and at each epoch end).")
+    @Option(parsing: .unconditional, help: "Write a training checkpoint into --out every N steps (and at each epoch end).")
     var checkpointEvery: Int?
 
     @Flag(help: "Check that every rank issues the same collectives in the same order; a mismatch ends the job naming each rank's collective (a debugging mode: one more small all-reduce per collective).")
     var checkCollectives = false
 
-    @Option(help: "With --check-collectives: seconds a rank waits for the others at a collective before ending the job.")
+    @Option(parsing: .unconditional, help: "With --check-collectives: seconds a rank waits for the others at a collective before ending the job.")
     var collectiveTimeout = 120.0
 
     @Option(help: "Continue from DIR/checkpoint.safetensors (model, momentum, step).")
     var resume: String?
 
-    @Option(help: "Target size in KiB of a gradient all-reduce bucket.")
+    @Option(parsing: .unconditional, help: "Target size in KiB of a gradient all-reduce bucket.")
     var bucketKb = 256
 
-    @Option(help: "BLAS threads per rank (default: the OPENBLAS_NUM_THREADS setting, else cores / ranks on this node).")
+    @Option(parsing: .unconditional, help: "BLAS threads per rank (default: the OPENBLAS_NUM_THREADS setting, else cores / ranks on this node).")
     var threads: Int?
 
     @OptionGroup var winograd: WinogradOptions

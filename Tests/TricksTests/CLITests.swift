@@ -9,8 +9,9 @@ final class CLITests: XCTestCase {
         return products.appendingPathComponent("tricks-worker").path
     }
 
-    /// Runs the binary without any inherited MPI launcher variables.
-    static func run(_ args: [String], environment: [String: String] = [:], program: String = binary) throws -> (status: Int32, out: String, err: String) {
+    /// Starts the binary without any inherited MPI launcher variables.
+    static func launch(_ args: [String], environment: [String: String] = [:], program: String = binary,
+                       stdout: Pipe = Pipe(), stderr: Pipe = Pipe()) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: program)
         p.arguments = args
@@ -18,9 +19,15 @@ final class CLITests: XCTestCase {
         env["OPENBLAS_NUM_THREADS"] = "1"
         env.merge(environment) { $1 }
         p.environment = env
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o; p.standardError = e
+        p.standardOutput = stdout; p.standardError = stderr
         try p.run()
+        return p
+    }
+
+    /// Runs the binary without any inherited MPI launcher variables.
+    static func run(_ args: [String], environment: [String: String] = [:], program: String = binary) throws -> (status: Int32, out: String, err: String) {
+        let o = Pipe(), e = Pipe()
+        let p = try launch(args, environment: environment, program: program, stdout: o, stderr: e)
         let out = o.fileHandleForReading.readDataToEndOfFile(), err = e.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))

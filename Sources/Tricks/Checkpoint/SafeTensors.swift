@@ -51,40 +51,52 @@ public enum SafeTensors {
 
     /// The string metadata (`__metadata__`) of a file's header.
     public static func metadata(_ d: Data, path: String) throws -> [String: String] {
-        guard d.count >= 8 else { throw TricksError.badCheckpoint("\(path): too short for a safetensors header") }
-        let n = d.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
-        guard n > 0, n <= d.count - 8,
-              let json = try? JSONSerialization.jsonObject(with: d.subdata(in: 8..<8 + n)) as? [String: Any] else {
+        let n = try headerLength(d, path: path)
+        guard let json = try? JSONSerialization.jsonObject(with: d.subdata(in: 8..<8 + n)) as? [String: Any] else {
             throw TricksError.badCheckpoint("\(path): unreadable header (truncated or not safetensors)")
         }
         return json["__metadata__"] as? [String: String] ?? [:]
     }
 
-    /// Parses a file's bytes into named tensors with shapes; F32, F64, F16, BF16 and integer dtypes are accepted.
-    public static func decode(_ d: Data, path: String) throws -> [String: (shape: [Int], values: Values)] {
+    /// The header's length from the first 8 bytes, checked against the file's size.
+    static func headerLength(_ d: Data, path: String) throws -> Int {
         guard d.count >= 8 else { throw TricksError.badCheckpoint("\(path): too short for a safetensors header") }
-        let n = d.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
-        guard n > 0, n <= d.count - 8 else {
+        let n = d.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard n > 0, n <= UInt64(d.count - 8) else {
             throw TricksError.badCheckpoint("\(path): header length \(n) exceeds file size \(d.count) (truncated or not safetensors)")
         }
+        return Int(n)
+    }
+
+    /// Parses a file's bytes into named tensors with shapes; F32, F64, F16, BF16 and integer dtypes are accepted.
+    public static func decode(_ d: Data, path: String) throws -> [String: (shape: [Int], values: Values)] {
+        let n = try headerLength(d, path: path)
         guard let json = try? JSONSerialization.jsonObject(with: d.subdata(in: 8..<8 + n)) as? [String: Any] else {
             throw TricksError.badCheckpoint("\(path): header is not a JSON object")
         }
         let base = 8 + n
         var out: [String: (shape: [Int], values: Values)] = [:]
+        var ranges: [(name: String, start: Int, end: Int)] = []
         for (name, v) in json where name != "__metadata__" {
             guard let e = v as? [String: Any], let dtype = e["dtype"] as? String,
                   let shape = (e["shape"] as? [NSNumber])?.map({ $0.intValue }),
                   let offs = (e["data_offsets"] as? [NSNumber])?.map({ $0.intValue }), offs.count == 2 else {
                 throw TricksError.badCheckpoint("\(path): malformed entry for \(name)")
             }
-            let count = shape.reduce(1, *)
             let width: [String: Int] = ["F32": 4, "F64": 8, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
                                         "I8": 1, "U8": 1, "BOOL": 1]
             guard let w = width[dtype] else { throw TricksError.badCheckpoint("\(path): \(name) has unsupported dtype \(dtype)") }
-            guard offs[0] >= 0, offs[1] - offs[0] == count * w, base + offs[1] <= d.count else {
-                throw TricksError.badCheckpoint("\(path): \(name) data out of bounds or size mismatch (truncated file?)")
+            guard offs[0] >= 0, offs[0] <= offs[1], offs[1] <= d.count - base else {
+                throw TricksError.badCheckpoint("\(path): \(name) data_offsets \(offs) out of bounds of the \(d.count - base) data bytes (truncated file?)")
             }
+            // The element count; nil for a negative or overflowing size.
+            let count = shape.reduce(Optional(1)) { a, b in
+                a.flatMap { b < 0 || $0.multipliedReportingOverflow(by: b).overflow ? nil : $0 * b }
+            }
+            guard let count, count == (offs[1] - offs[0]) / w, (offs[1] - offs[0]) % w == 0 else {
+                throw TricksError.badCheckpoint("\(path): \(name) has shape \(shape) of \(dtype), which does not match its \(offs[1] - offs[0]) bytes at data_offsets \(offs)")
+            }
+            ranges.append((name, offs[0], offs[1]))
             let raw = d.subdata(in: base + offs[0]..<base + offs[1])
             let values: Values = raw.withUnsafeBytes { r in
                 func load<T>(_ t: T.Type, _ i: Int) -> T { r.loadUnaligned(fromByteOffset: i * w, as: T.self) }
@@ -102,19 +114,38 @@ public enum SafeTensors {
             }
             out[name] = (shape, values)
         }
+        // Tensors may not share bytes (the format lays them out one after another).
+        ranges.sort { ($0.start, $0.end) < ($1.start, $1.end) }
+        for (a, b) in zip(ranges, ranges.dropFirst()) where b.start < a.end {
+            throw TricksError.badCheckpoint("\(path): data of \(b.name) [\(b.start), \(b.end)) overlaps \(a.name) [\(a.start), \(a.end))")
+        }
         return out
     }
 
     /// Writes `data` to `path` atomically: a temporary file in the same directory, then rename.
     public static func writeAtomically(_ data: Data, to path: String) throws {
         let tmp = path + ".tmp-\(getpid())"
-        guard FileManager.default.createFile(atPath: tmp, contents: data) else {
-            throw TricksError.io("cannot write \(tmp)")
-        }
-        if rename(tmp, path) != 0 {
+        // A failed write (a full disk, say) removes the temporary file and leaves `path` as it was.
+        func fail(_ what: String) -> TricksError {
+            let reason = String(cString: strerror(errno))
             unlink(tmp)
-            throw TricksError.io("cannot rename \(tmp) to \(path): \(String(cString: strerror(errno)))")
+            return .io("cannot \(what): \(reason)")
         }
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o666)
+        guard fd >= 0 else { throw fail("create \(tmp)") }
+        var written = 0
+        let ok = data.withUnsafeBytes { (b: UnsafeRawBufferPointer) -> Bool in
+            while written < b.count {
+                let k = write(fd, b.baseAddress! + written, b.count - written)
+                if k < 0 && errno == EINTR { continue }
+                guard k > 0 else { return false }
+                written += k
+            }
+            return true
+        }
+        guard ok, fsync(fd) == 0 else { let e = fail("write \(path) (\(written) of \(data.count) bytes)"); close(fd); throw e }
+        guard close(fd) == 0 else { throw fail("write \(path)") }
+        if rename(tmp, path) != 0 { throw fail("rename \(tmp) to \(path)") }
     }
 
     /// Saves a model's state dict.

@@ -24,7 +24,9 @@ public enum IDX {
             let o = 4 + 4 * i
             dims.append(Int(b[o]) << 24 | Int(b[o + 1]) << 16 | Int(b[o + 2]) << 8 | Int(b[o + 3]))
         }
-        let need = dims.reduce(1, *), have = b.count - 4 - 4 * nd
+        // Sizes whose product overflows are past the end of any file.
+        let need = dims.reduce(1) { a, d in a.multipliedReportingOverflow(by: d).overflow ? Int.max : a * d }
+        let have = b.count - 4 - 4 * nd
         guard have >= need else {
             throw TricksError.badData("\(path): truncated: header says \(dims) (\(need) bytes), file holds \(have)")
         }

@@ -61,8 +61,12 @@ public enum NPZ {
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.compactMap { Int($0) }
         let body = d.subdata(in: d.startIndex + start + hlen..<d.endIndex)
         let size = Int(descr.dropFirst(2)) ?? 1
-        guard body.count >= shape.reduce(1, *) * size else {
-            throw TricksError.badData("\(what): truncated: shape \(shape) needs \(shape.reduce(1, *) * size) bytes, file holds \(body.count)")
+        // Bytes the shape needs; nil for a negative or overflowing size.
+        let need = shape.reduce(Optional(max(size, 1))) { a, b in
+            a.flatMap { b < 0 || $0.multipliedReportingOverflow(by: b).overflow ? nil : $0 * b }
+        }
+        guard let need, body.count >= need else {
+            throw TricksError.badData("\(what): truncated: shape \(shape) needs \(need.map(String.init) ?? "more") bytes, file holds \(body.count)")
         }
         return NPYArray(descr: descr, shape: shape, data: body)
     }
@@ -98,6 +102,7 @@ public enum NPZ {
             let method = u16(p + 10)
             var csize = u32(p + 20), usize = u32(p + 24)
             let nlen = u16(p + 28), elen = u16(p + 30), clen = u16(p + 32)
+            guard p + 46 + nlen + elen + clen <= b.count else { throw TricksError.badData("\(path): corrupt zip central directory") }
             var local = u32(p + 42)
             let name = String(decoding: b[(p + 46)..<(p + 46 + nlen)], as: UTF8.self)
             // zip64 extra field (id 1): the 0xFFFFFFFF fields follow in order.
@@ -135,13 +140,17 @@ public enum NPZ {
         guard x.shape.count == 3 || x.shape.count == 4 else {
             throw TricksError.badData("\(path): x_\(split) has shape \(x.shape), expected (N, H, W) or (N, H, W, C)")
         }
+        // Labels (N,), or (N, 1) as Keras stores them.
+        guard y.shape.count == 1 || (y.shape.count == 2 && y.shape[1] == 1) else {
+            throw TricksError.badData("\(path): y_\(split) has shape \(y.shape), expected (N,) or (N, 1)")
+        }
         let labels = try y.integers(what: "\(path):y_\(split)")
         let n = x.shape[0], h = x.shape[1], w = x.shape[2], c = x.shape.count == 4 ? x.shape[3] : 1
         guard labels.count == n else {
             throw TricksError.badData("\(path): \(n) images in x_\(split) but \(labels.count) labels in y_\(split)")
         }
-        guard labels.allSatisfy({ $0 >= 0 && $0 < Int64(Int32.max) }) else {
-            throw TricksError.badData("\(path): y_\(split) holds a negative or huge label")
+        if let i = labels.firstIndex(where: { $0 < 0 || $0 >= Int64(Int32.max) }) {
+            throw TricksError.badData("\(path): y_\(split)[\(i)] is \(labels[i]); labels must be in [0, 2147483647)")
         }
         let src = [UInt8](x.data.prefix(n * h * w * c))
         var pixels = [UInt8](repeating: 0, count: src.count)
