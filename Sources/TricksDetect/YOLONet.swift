@@ -12,8 +12,21 @@ public final class ConvUnit {
         bn = BatchNorm2d(name + ".bn", cout)
     }
 
-    public func forward(_ x: Tensor, mode: Mode) -> Tensor { act.forward(bn.forward(conv.forward(x, mode: mode), mode: mode), mode: mode) }
-    public func backward(_ dy: Tensor) -> Tensor { conv.backward(bn.backward(act.backward(dy))) }
+    /// When set, forward and backward time (or check) each layer into it.
+    public var profiler: StepProfiler?
+    private var input: Tensor?, convOut: Tensor?
+
+    public func forward(_ x: Tensor, mode: Mode) -> Tensor {
+        let p = profiler
+        let c = conv.forward(x, mode: mode, profiler: p)
+        input = x; convOut = c
+        return act.forward(bn.forward(c, mode: mode, profiler: p), mode: mode, profiler: p)
+    }
+
+    public func backward(_ dy: Tensor) -> Tensor {
+        let p = profiler, c = convOut!
+        return conv.backward(bn.backward(act.backward(dy, input: c, profiler: p), input: c, profiler: p), input: input!, profiler: p)
+    }
     public var parameters: [Parameter] { conv.parameters + bn.parameters }
     public var state: [StateTensor] { conv.state + bn.state }
 }
@@ -63,6 +76,14 @@ public final class YOLONet: @unchecked Sendable {
 
     public let store: ParameterStore
 
+    /// When set, forward and backward time (or check) every layer into it (`tricks-detect bench --profile`).
+    public var profiler: StepProfiler? {
+        didSet {
+            blocks.forEach { $0.profiler = profiler }
+            ([stem] + heads.flatMap { [$0.reduce, $0.expand] } + lateral).forEach { $0.profiler = profiler }
+        }
+    }
+
     public var state: [StateTensor] {
         stem.state + blocks.flatMap(\.state) + heads.flatMap { $0.reduce.state + $0.expand.state + $0.out.state }
             + lateral.flatMap(\.state)
@@ -104,12 +125,12 @@ public final class YOLONet: @unchecked Sendable {
         // Strides: taps[2] = 8, taps[3] = 16, taps[4] = 32.
         var outs: [Tensor] = []
         var r = heads[0].reduce.forward(taps[4], mode: mode)
-        outs.append(heads[0].out.forward(heads[0].expand.forward(r, mode: mode), mode: mode))
+        outs.append(heads[0].out.forward(heads[0].expand.forward(r, mode: mode), mode: mode, profiler: profiler))
         for h in 1...2 {
             let l = up[h - 1].forward(lateral[h - 1].forward(r, mode: mode), mode: mode)
             let joined = cat[h - 1].forward(taps[4 - h], l)
             r = heads[h].reduce.forward(joined, mode: mode)
-            outs.append(heads[h].out.forward(heads[h].expand.forward(r, mode: mode), mode: mode))
+            outs.append(heads[h].out.forward(heads[h].expand.forward(r, mode: mode), mode: mode, profiler: profiler))
         }
         return outs
     }
@@ -121,7 +142,7 @@ public final class YOLONet: @unchecked Sendable {
         var dr: Tensor? = nil              // gradient reaching heads[h].reduce's output from the head above
         var dTap = [Tensor?](repeating: nil, count: 5)
         for h in stride(from: 2, through: 0, by: -1) {
-            var g = heads[h].expand.backward(heads[h].out.backward(dOut[h]))
+            var g = heads[h].expand.backward(heads[h].out.backward(dOut[h], input: dOut[h], profiler: profiler))
             if let extra = dr { g = sum(g, extra, into: gsum[h]) }
             let dj = heads[h].reduce.backward(g)
             if h == 0 { dTap[4] = dj; break }

@@ -19,6 +19,7 @@ struct DetectBench: ParsableCommand {
     @Option(help: "Channels of the network's stem.") var width = 16
     @Option(help: "Classes.") var classes = 10
     @Option(help: "Seed of the weights and the input.") var seed: UInt64 = 0
+    @Flag(help: "After the timed steps, as many profiled ones: a table of time per layer (after the JSON line).") var profile = false
 
     func validate() throws {
         guard side >= 32, side % 32 == 0 else { throw ValidationError("--side must be a positive multiple of 32, got \(side)") }
@@ -61,7 +62,8 @@ struct DetectBench: ParsableCommand {
         func step() {
             net.store.zeroGrad()
             let outs = net.forward(x, mode: .training)
-            last = loss.forward(outputs: outs, boxes: boxes, imageWidth: side, imageHeight: side, normalizer: batchSize).total
+            let lossOf = { loss.forward(outputs: outs, boxes: boxes, imageWidth: side, imageHeight: side, normalizer: batchSize).total }
+            last = net.profiler.map { $0.measure("YOLOLoss forward and gradient", lossOf) } ?? lossOf()
             net.backward(loss.grads)
             opt.step(lr: 0.001)
         }
@@ -85,5 +87,12 @@ struct DetectBench: ParsableCommand {
         print(String(format: "{\"side\":%d,\"batch\":%d,\"width\":%d,\"classes\":%d,\"threads\":%d,\"steps\":%d,\"median_ms\":%.2f,\"min_ms\":%.2f,\"p90_ms\":%.2f,"
                      + "\"images_per_second\":%.1f,\"loss\":%.4f,\"kernels\":\"%@\"}", side, batchSize, width, classes, threads, steps,
                      1e3 * median, 1e3 * times[0], 1e3 * p90, Double(batchSize) / median, last, KernelISA.current.description))
+        if profile {
+            let prof = StepProfiler()
+            net.profiler = prof
+            for _ in 0..<steps { step() }
+            net.profiler = nil
+            print("\n" + prof.table(steps: steps))
+        }
     }
 }

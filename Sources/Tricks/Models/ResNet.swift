@@ -9,7 +9,8 @@ public final class BasicBlock: Layer {
     public let downsample: (conv: Conv2d, bn: BatchNorm2d)?
     private let dsum = Tensor(shape: [0])
     private var input: Tensor?
-    var profiler: StepProfiler?
+    /// When set, forward and backward time (or check) every layer into it.
+    public var profiler: StepProfiler?
 
     public init(_ name: String, _ cin: Int, _ cout: Int, stride: Int, workspace ws: Workspace) {
         conv1 = Conv2d(name + ".conv1", cin, cout, kernel: 3, stride: stride, padding: 1, workspace: ws)

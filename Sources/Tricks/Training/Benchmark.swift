@@ -75,15 +75,7 @@ public struct StepBenchmark {
         out += "| statistic | ms |\n|---|---:|\n"
         out += String(format: "| median | %.2f |\n| min | %.2f |\n| p90 | %.2f |\n\n", 1e3 * median, 1e3 * times[0],
                       1e3 * times[min(times.count - 1, Int(0.9 * Double(times.count - 1)))])
-        out += "| layer (summed over instances) | ms/step | share | GFLOP/s |\n|---|---:|---:|---:|\n"
-        let total = prof.entries.values.reduce(0) { $0 + $1.seconds }
-        for k in prof.order {
-            let e = prof.entries[k]!
-            let ms = 1e3 * e.seconds / Double(steps)
-            out += String(format: "| %@ | %.2f | %.1f%% | %@ |\n", k, ms, 100 * e.seconds / total,
-                          e.flops > 0 ? String(format: "%.1f", e.flops / e.seconds / 1e9) : "")
-        }
-        out += String(format: "| **all layers** | %.2f | | |\n\n", 1e3 * total / Double(steps))
+        out += prof.table(steps: steps) + "\n"
         out += gemmTable(net)
         return out
     }

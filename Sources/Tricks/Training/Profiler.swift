@@ -15,6 +15,18 @@ public final class StepProfiler {
 
     public init(checkFinite: Bool = false) { self.checkFinite = checkFinite }
 
+    /// A markdown table of the entries per step: milliseconds, share and GFLOP/s.
+    public func table(steps: Int) -> String {
+        var out = "| layer (summed over instances) | ms/step | share | GFLOP/s |\n|---|---:|---:|---:|\n"
+        let total = entries.values.reduce(0) { $0 + $1.seconds }
+        for k in order {
+            let e = entries[k]!
+            out += String(format: "| %@ | %.2f | %.1f%% | %@ |\n", k, 1e3 * e.seconds / Double(steps), 100 * e.seconds / total,
+                          e.flops > 0 ? String(format: "%.1f", e.flops / e.seconds / 1e9) : "")
+        }
+        return out + String(format: "| **all layers** | %.2f | | |\n", 1e3 * total / Double(steps))
+    }
+
     /// Records `layer` as the first non-finite one unless one was found already or `values` are finite.
     func check(_ values: UnsafeMutablePointer<Float>, _ count: Int, _ layer: Layer, _ x: Tensor, _ what: String) {
         guard firstNonFinite == nil, !Vec.allFinite(values, count) else { return }
@@ -66,6 +78,13 @@ func describe(_ l: Layer, _ x: Tensor) -> (String, Double) {
 }
 
 extension Layer {
+    /// `forward`, timed (or checked) under `profiler` when one is given: for models built
+    /// outside the library.
+    public func forward(_ x: Tensor, mode: Mode, profiler: StepProfiler?) -> Tensor { fwd(x, mode, profiler) }
+
+    /// `backward`, timed (or checked) under `profiler`; `x` is the forward input (for the description).
+    public func backward(_ dy: Tensor, input x: Tensor, profiler: StepProfiler?) -> Tensor { bwd(dy, x, profiler) }
+
     /// `forward`, timed under this layer's description when `profiler` is set.
     @inline(__always)
     func fwd(_ x: Tensor, _ mode: Mode, _ p: StepProfiler?) -> Tensor {
