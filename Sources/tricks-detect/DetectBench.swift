@@ -19,6 +19,8 @@ struct DetectBench: ParsableCommand {
     @Option(help: "Channels of the network's stem.") var width = 16
     @Option(help: "Classes.") var classes = 10
     @Option(help: "Seed of the weights and the input.") var seed: UInt64 = 0
+    @Option(help: "Layers with at least this many input and output channels on output planes of at most 64 positions run on im2col + GEMM (a huge value: none).")
+    var gemmMinChannels = Conv2d.gemmMinChannels
     @Flag(help: "After the timed steps, as many profiled ones: a table of time per layer (after the JSON line).") var profile = false
 
     func validate() throws {
@@ -49,6 +51,7 @@ struct DetectBench: ParsableCommand {
 
     func run() throws {
         BLAS.setThreads(threads)
+        Conv2d.gemmMinChannels = gemmMinChannels
         let a = Self.anchors(side: side)
         let heads = (0..<3).map { h in YOLOHead(stride: YOLONet.strides[h], anchors: Array(a[(6 - 3 * h)..<(9 - 3 * h)])) }
         let net = YOLONet(numClasses: classes, anchorsPerHead: 3, width: width, seed: seed)

@@ -249,8 +249,14 @@ struct WinogradOptions: ParsableArguments {
     var winogradWeightGradMinChannels = Conv2d.winogradWeightGradMinChannels
     @Option(help: "Stride-1 3×3 layers with at least this many input and output channels run their output and input gradient on Winograd F(4×4, 3×3) instead, on planes of any size (a huge value: none).")
     var winograd4MinChannels = Conv2d.winograd4MinChannels
+    @Option(help: "Layers with at least this many input and output channels on output planes of at most --gemm-max-plane positions run on im2col + GEMM (a huge value: none).")
+    var gemmMinChannels = Conv2d.gemmMinChannels
+    @Option(help: "See --gemm-min-channels.")
+    var gemmMaxPlane = Conv2d.gemmMaxPlane
 
     func apply() {
+        Conv2d.gemmMinChannels = gemmMinChannels
+        Conv2d.gemmMaxPlane = gemmMaxPlane
         Conv2d.winogradMinChannels = winogradMinChannels
         Conv2d.winogradWeightGradMinChannels = winogradWeightGradMinChannels
         Conv2d.winograd4MinChannels = winograd4MinChannels

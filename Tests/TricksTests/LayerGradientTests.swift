@@ -147,6 +147,54 @@ final class LayerGradientTests: XCTestCase {
         } }
     }
 
+    /// Layers of many channels on small planes (a detector's deep layers) run on im2col + GEMM
+    /// (`Conv2d.gemmMinChannels`, `gemmMaxPlane`); output, input gradient and weight gradient
+    /// against a float64 convolution on that route and on the direct kernels, and only such
+    /// geometries take it.
+    func testManyChannelsOnSmallPlanesRunOnGEMM() {
+        let saved = (Conv2d.gemmMinChannels, Conv2d.gemmMaxPlane)
+        defer { (Conv2d.gemmMinChannels, Conv2d.gemmMaxPlane) = saved }
+        Conv2d.gemmMaxPlane = 64
+        for (si, s) in [(n: 2, c: 128, k: 128, h: 4, w: 4, s: 1, kernel: 3), (n: 1, c: 128, k: 136, h: 16, w: 16, s: 2, kernel: 3),
+                        (n: 2, c: 128, k: 128, h: 8, w: 8, s: 2, kernel: 1)].enumerated() {
+            let pad = s.kernel / 2, oh = (s.h + 2 * pad - s.kernel) / s.s + 1, ow = (s.w + 2 * pad - s.kernel) / s.s + 1
+            let x = GradCheck.randomTensor([s.n, s.c, s.h, s.w], seed: 40 + UInt64(si))
+            let w = GradCheck.randomTensor([s.k, s.c, s.kernel, s.kernel], seed: 50 + UInt64(si), scale: 0.1)
+            let dy = GradCheck.randomTensor([s.n, s.k, oh, ow], seed: 60 + UInt64(si))
+            var y = [Double](repeating: 0, count: dy.count), dx = [Double](repeating: 0, count: x.count)
+            var dw = [Double](repeating: 0, count: w.count)
+            for n in 0..<s.n { for o in 0..<s.k { for c in 0..<s.c { for i in 0..<s.kernel { for j in 0..<s.kernel {
+                let wi = ((o * s.c + c) * s.kernel + i) * s.kernel + j, wv = Double(w[wi])
+                for r in 0..<oh { for q in 0..<ow {
+                    let ih = r * s.s - pad + i, iw = q * s.s - pad + j
+                    guard ih >= 0 && ih < s.h && iw >= 0 && iw < s.w else { continue }
+                    let xi = ((n * s.c + c) * s.h + ih) * s.w + iw, yi = ((n * s.k + o) * oh + r) * ow + q
+                    y[yi] += Double(x[xi]) * wv; dx[xi] += Double(dy[yi]) * wv; dw[wi] += Double(dy[yi]) * Double(x[xi])
+                } }
+            } } } } }
+            for gemm in [true, false] {
+                Conv2d.gemmMinChannels = gemm ? 128 : Int.max
+                let conv = Conv2d("c", s.c, s.k, kernel: s.kernel, stride: s.s, padding: pad, workspace: Workspace())
+                _ = conv.weight.values.update(from: w.array)
+                let got = [conv.forward(x, mode: .training).array, conv.backward(dy).array, Array(conv.weight.grads)]
+                XCTAssertEqual(conv.gemmTakes(conv.geometry), gemm, "\(s)")
+                for (name, g, want, terms) in [("y", got[0], y, s.c * 9), ("dx", got[1], dx, s.k * 9), ("dw", got[2], dw, s.n * oh * ow)] {
+                    let scale = max(1, want.map { abs($0) }.max() ?? 0)
+                    let err = zip(g, want).map { abs(Double($0) - $1) }.max() ?? 0
+                    XCTAssertLessThanOrEqual(err, 4e-6 * scale * Double(terms).squareRoot(), "\(gemm ? "GEMM" : "direct") \(s) \(name): max error \(err)")
+                }
+            }
+        }
+        // The main job's layers (≤ 64 channels) and large planes keep the direct kernels.
+        Conv2d.gemmMinChannels = 128
+        let small = Conv2d("c", 64, 64, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
+        _ = small.forward(Tensor(shape: [1, 64, 7, 7]), mode: .training)
+        XCTAssertFalse(small.gemmTakes(small.geometry))
+        let wide = Conv2d("c", 128, 128, kernel: 3, stride: 1, padding: 1, workspace: Workspace())
+        _ = wide.forward(Tensor(shape: [1, 128, 9, 9]), mode: .training)
+        XCTAssertFalse(wide.gemmTakes(wide.geometry))
+    }
+
     func testConv3x3Stride2Pad1() {
         checkConv3x3BothPaths(2, 3, stride: 2, input: [3, 2, 7, 6], seed: 3)
     }

@@ -24,7 +24,7 @@ public final class Conv2d: Layer {
     public var needsInputGrad = true
     private let ws: Workspace
     private var input: Tensor?
-    private var geometry = ConvGeometry(n: 0, c: 0, h: 0, w: 0, kh: 0, kw: 0, stride: 1, pad: 0)
+    private(set) var geometry = ConvGeometry(n: 0, c: 0, h: 0, w: 0, kh: 0, kw: 0, stride: 1, pad: 0)
     private let y = Tensor(shape: [0])
     private let dx = Tensor(shape: [0])
     /// The kernels in the Winograd domain, `(16 or 36, K, N)`, rebuilt from the weight at each pass.
@@ -99,6 +99,20 @@ public final class Conv2d: Layer {
     /// layers than its forward pass (no output transform; docs/performance.md).
     public static var winogradWeightGradMinChannels = 16
 
+    /// Layers with at least this many input and output channels whose output planes have at
+    /// most `gemmMaxPlane` positions run on im2col + GEMM instead of the direct and Winograd
+    /// kernels: a detector's deep layers (256 channels at 4×4 or 8×8) are long GEMMs OpenBLAS
+    /// runs near its peak, while the direct kernels' per-image blocking and Winograd's tiles,
+    /// mostly padding on such planes, run them at a fraction of it (docs/performance.md).
+    /// `Int.max`: never.
+    public static var gemmMinChannels = 128
+    public static var gemmMaxPlane = 64
+
+    /// True when this geometry goes to im2col + GEMM by `gemmMinChannels` and `gemmMaxPlane`.
+    func gemmTakes(_ g: ConvGeometry) -> Bool {
+        min(inChannels, outChannels) >= Conv2d.gemmMinChannels && g.oh * g.ow <= Conv2d.gemmMaxPlane
+    }
+
     /// Use Winograd on any plane, not only where `winogradPlane` says it pays (tests).
     public static var winogradAnyPlane = false
 
@@ -114,7 +128,8 @@ public final class Conv2d: Layer {
         guard directConvolution else { return "im2col + GEMM for every conv" }
         func from(_ c: Int) -> String { c == Int.max ? "off" : "≥ \(c) channels" }
         return "direct 3×3 and 1×1 stride-2 kernels; Winograd F(4×4, 3×3) \(from(winograd4MinChannels)), "
-            + "else F(2×2, 3×3) \(from(winogradMinChannels)) on planes of whole vectors, weight gradient \(from(winogradWeightGradMinChannels))"
+            + "else F(2×2, 3×3) \(from(winogradMinChannels)) on planes of whole vectors, weight gradient \(from(winogradWeightGradMinChannels)); "
+            + "im2col + GEMM \(from(gemmMinChannels)) on planes ≤ \(gemmMaxPlane)"
     }
 
     /// True when this layer's output and input gradient run on Winograd F(2×2, 3×3) for inputs
@@ -349,7 +364,7 @@ public final class Conv2d: Layer {
         let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         y.resize([g.n, outChannels, g.oh, g.ow])
         if g.n == 0 || plane == 0 { return y }
-        if usesDirectKernel || usesDirectPointwise {
+        if (usesDirectKernel || usesDirectPointwise) && !gemmTakes(g) {
             directPass(x.data, g, transposed: false, y.data)
             return y
         }
@@ -373,7 +388,8 @@ public final class Conv2d: Layer {
         let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         dx.resize(x.shape)
         if g.n == 0 || plane == 0 { dx.zero(); return dx }
-        if usesDirectPointwise {
+        let direct = usesDirectKernel && !gemmTakes(g)
+        if usesDirectPointwise && !gemmTakes(g) {
             let s = ws.scratch(0, count: tk_conv1x1_s2_scratch(Int32(g.n), Int32(inChannels), Int32(outChannels),
                                                                Int32(g.h), Int32(g.w)))
             let (n, c, h, w, k) = (Int32(g.n), Int32(inChannels), Int32(g.h), Int32(g.w), Int32(outChannels))
@@ -389,7 +405,7 @@ public final class Conv2d: Layer {
             if needsInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
             return dx
         }
-        if usesDirectKernel {
+        if direct {
             directWeightGrad(x, dyT, g)
             if needsInputGrad && usesDirectInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
             if !needsInputGrad || usesDirectInputGrad { return dx }
@@ -401,7 +417,7 @@ public final class Conv2d: Layer {
             let m = min(chunk, g.n - n0), L = m * plane
             var dy = dyT.data + n0 * outChannels * plane        // (m, Cout, plane)
             if m > 1 { transposeNC(dy, n: m, c: outChannels, plane: plane, tmp); dy = tmp }  // (Cout, m·plane)
-            if !usesDirectKernel {
+            if !direct {
                 unfold(x, g, n0, col)
                 // dW (Cout, K) += dy (Cout, L) · colᵀ (L, K)
                 BLAS.gemm(transB: true, m: outChannels, n: K, k: L, a: dy, lda: L, b: col, ldb: L, beta: 1,
