@@ -158,7 +158,8 @@ struct DetectTrain: ParsableCommand {
             guard let test else { return }
             let t0 = Date()
             defer { evalSeconds += Date().timeIntervalSince(t0) }
-            map = try evaluateMAP(net: net, loss: loss, pipe: pipe, test: test, comm: comm)
+            let m = try evaluateMAP(net: net, loss: loss, pipe: pipe, test: test, comm: comm)
+            map = (m.eleven, m.area)
             log(comm, String(format: "eval after step %d (epoch %.2f): test mAP@0.5 %.4f (VOC07 11-point), %.4f (area) on %d images",
                              step, Double(step) / Double(spe), map.eleven, map.area, test.count))
             metrics.append(["step": step, "epoch": Double(step) / Double(spe), "map50": map.eleven, "map50_area": map.area])
@@ -245,7 +246,8 @@ struct DetectorSpec {
 }
 
 /// mAP@0.5 of `net` on `test` at the pipeline's data shape, sharded over ranks.
-func evaluateMAP(net: YOLONet, loss: YOLOLoss, pipe: DetectionPipeline, test: VOCDataset, comm: Communicator) throws -> (eleven: Double, area: Double) {
+func evaluateMAP(net: YOLONet, loss: YOLOLoss, pipe: DetectionPipeline, test: VOCDataset, comm: Communicator) throws
+    -> (eleven: Double, area: Double, perClass: [Double?]) {
     var metric = VOCMeanAP(numClasses: loss.numClasses)
     let mine = Array(stride(from: comm.rank, to: test.count, by: comm.size))
     for chunk in stride(from: 0, to: mine.count, by: 16) {
@@ -258,7 +260,7 @@ func evaluateMAP(net: YOLONet, loss: YOLOLoss, pipe: DetectionPipeline, test: VO
         }
     }
     metric.combine(over: comm)
-    return (metric.meanAP(elevenPoint: true), metric.meanAP(elevenPoint: false))
+    return (metric.meanAP(elevenPoint: true), metric.meanAP(elevenPoint: false), metric.averagePrecisions(elevenPoint: true))
 }
 
 struct DetectEval: ParsableCommand {
@@ -279,8 +281,10 @@ struct DetectEval: ParsableCommand {
             let pipe = DetectionPipeline(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], dataShape: spec.dataShape, seed: 0)
             let m = try evaluateMAP(net: net, loss: loss, pipe: pipe, test: test, comm: comm)
             if comm.rank == 0 {
+                // Per class, the VOC07 11-point AP (null for a class without ground truth in the split).
+                let perClass = Dictionary(uniqueKeysWithValues: zip(spec.classes, m.perClass.map { $0.map { $0 as Any } ?? NSNull() }))
                 let line = try JSONSerialization.data(withJSONObject: ["map50": m.eleven, "map50_area": m.area, "images": test.count,
-                                                                       "split": name] as [String: Any], options: [.sortedKeys])
+                                                                       "split": name, "ap50": perClass] as [String: Any], options: [.sortedKeys])
                 FileHandleOutput.stdout(String(decoding: line, as: UTF8.self))
             }
             mpi?.finalize()

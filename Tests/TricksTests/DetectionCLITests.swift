@@ -138,6 +138,10 @@ extension DetectionCLITests {
         let ev = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
         XCTAssertEqual(ev["map50"] as! Double, train["map50"] as! Double, accuracy: 1e-9)
         XCTAssertEqual(ev["images"] as? Int, 6)
+        // Per-class APs whose mean (over classes with ground truth) is the mAP.
+        let ap = (ev["ap50"] as? [String: Any] ?? [:]).values.compactMap { $0 as? Double }
+        XCTAssertFalse(ap.isEmpty)
+        XCTAssertEqual(ap.reduce(0, +) / Double(max(ap.count, 1)), ev["map50"] as! Double, accuracy: 1e-9)
         let image = d + "/s/JPEGImages/test_000000.jpg"
         r = try Self.runDetect(["predict", "--checkpoint", d + "/run/model.safetensors", "--threshold", "0.001", "--draw", d + "/pred", image])
         XCTAssertEqual(r.status, 0, r.err)
