@@ -42,6 +42,9 @@ let package = Package(
             "TricksDetect", "Tricks", "TricksMPI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Feeds bytes to the file readers: libFuzzer's target built with `-DFUZZING` (launch/fuzz.sh),
+        // else `tricks-fuzz TARGET FILE...` to reproduce what it found.
+        .executableTarget(name: "tricks-fuzz", dependencies: ["Tricks"]),
         .testTarget(name: "TricksTests", dependencies: ["Tricks", "TricksDetect"]),
     ],
     // Swift 5 language mode: the numerical core shares raw buffers across layers by design.

@@ -39,6 +39,8 @@ public enum NPZ {
             throw TricksError.badData("\(what): not a .npy array (wrong magic)")
         }
         let major = b[6]
+        // Version 1 gives the header's length in 2 bytes, later versions in 4.
+        guard major == 1 || b.count >= 12 else { throw TricksError.badData("\(what): truncated .npy header") }
         let (hlen, start) = major == 1 ? (Int(b[8]) | Int(b[9]) << 8, 10)
             : (Int(b[8]) | Int(b[9]) << 8 | Int(b[10]) << 16 | Int(b[11]) << 24, 12)
         guard d.count >= start + hlen else { throw TricksError.badData("\(what): truncated .npy header") }
@@ -71,9 +73,10 @@ public enum NPZ {
         return NPYArray(descr: descr, shape: shape, data: body)
     }
 
-    /// Reads every `.npy` member of a zip archive, keyed by name without `.npy`.
-    public static func readArchive(_ path: String) throws -> [String: NPYArray] {
-        guard let d = FileManager.default.contents(atPath: path) else {
+    /// Reads every `.npy` member of a zip archive, keyed by name without `.npy`; `data`, when
+    /// given, holds the file's bytes (`path` then only names it in errors).
+    public static func readArchive(_ path: String, data: Data? = nil) throws -> [String: NPYArray] {
+        guard let d = data ?? FileManager.default.contents(atPath: path) else {
             throw TricksError.badData("\(path): cannot read file")
         }
         let b = [UInt8](d)
@@ -89,16 +92,19 @@ public enum NPZ {
         }
         guard eocd >= 0 else { throw TricksError.badData("\(path): not a zip/.npz archive (no end-of-directory record; truncated?)") }
         var entries = u16(eocd + 10), cdOffset = u32(eocd + 16)
+        // Offsets and sizes are compared as `x <= b.count - n`: zip64 fields can be near 2^64
+        // (negative as Int), and `x + n` would overflow.
         if cdOffset == 0xFFFF_FFFF || entries == 0xFFFF, eocd >= 20,
            b[eocd - 20] == 0x50, b[eocd - 19] == 0x4B, b[eocd - 18] == 6, b[eocd - 17] == 7 {
             let z64 = u64(eocd - 12)
-            guard z64 + 56 <= b.count else { throw TricksError.badData("\(path): corrupt zip64 record") }
+            guard z64 >= 0, z64 <= b.count - 56 else { throw TricksError.badData("\(path): corrupt zip64 record") }
             entries = u64(z64 + 32); cdOffset = u64(z64 + 48)
+            guard entries >= 0, cdOffset >= 0 else { throw TricksError.badData("\(path): corrupt zip64 record") }
         }
         var out: [String: NPYArray] = [:]
         var p = cdOffset
         for _ in 0..<entries {
-            guard p + 46 <= b.count, u32(p) == 0x0201_4B50 else { throw TricksError.badData("\(path): corrupt zip central directory") }
+            guard p <= b.count - 46, u32(p) == 0x0201_4B50 else { throw TricksError.badData("\(path): corrupt zip central directory") }
             let method = u16(p + 10)
             var csize = u32(p + 20), usize = u32(p + 24)
             let nlen = u16(p + 28), elen = u16(p + 30), clen = u16(p + 32)
@@ -110,22 +116,26 @@ public enum NPZ {
             while e + 4 <= p + 46 + nlen + elen {
                 let id = u16(e), sz = u16(e + 2)
                 if id == 1 {
+                    // Only the 8-byte fields that lie inside this extra field (and the entry).
+                    let end = min(e + 4 + sz, p + 46 + nlen + elen)
                     var q = e + 4
-                    if usize == 0xFFFF_FFFF { usize = u64(q); q += 8 }
-                    if csize == 0xFFFF_FFFF { csize = u64(q); q += 8 }
-                    if local == 0xFFFF_FFFF { local = u64(q) }
+                    if usize == 0xFFFF_FFFF, q + 8 <= end { usize = u64(q); q += 8 }
+                    if csize == 0xFFFF_FFFF, q + 8 <= end { csize = u64(q); q += 8 }
+                    if local == 0xFFFF_FFFF, q + 8 <= end { local = u64(q) }
                 }
                 e += 4 + sz
             }
             p += 46 + nlen + elen + clen
-            guard local + 30 <= b.count, u32(local) == 0x0403_4B50 else { throw TricksError.badData("\(path): corrupt zip entry \(name)") }
+            guard local >= 0, local <= b.count - 30, u32(local) == 0x0403_4B50 else { throw TricksError.badData("\(path): corrupt zip entry \(name)") }
             let start = local + 30 + u16(local + 26) + u16(local + 28)
-            guard start + csize <= b.count else { throw TricksError.badData("\(path): truncated zip entry \(name)") }
+            guard csize >= 0, usize >= 0 else { throw TricksError.badData("\(path): corrupt zip entry \(name) (zip64 size past 2^63)") }
+            guard csize <= b.count - start else { throw TricksError.badData("\(path): truncated zip entry \(name)") }
             let raw = d.subdata(in: start..<start + csize)
             let member: Data
             switch method {
             case 0: member = raw
-            case 8: member = try Inflate.decompress(raw, gzip: false, expected: usize, what: "\(path):\(name)")
+            // The stated size only sizes the first buffer: at most deflate's largest ratio, 1032:1.
+            case 8: member = try Inflate.decompress(raw, gzip: false, expected: min(usize, 1032 * csize), what: "\(path):\(name)")
             default: throw TricksError.badData("\(path): zip entry \(name) uses unsupported compression \(method)")
             }
             let key = name.hasSuffix(".npy") ? String(name.dropLast(4)) : name
@@ -162,9 +172,9 @@ public enum NPZ {
         return ImageSet(pixels: pixels, labels: labels.map { Int32($0) }, count: n, channels: c, height: h, width: w)
     }
 
-    /// Loads `x_train`, `y_train`, `x_test`, `y_test` from an `.npz` file.
-    public static func loadDataset(_ path: String) throws -> DatasetSplits {
-        let arrays = try readArchive(path)
+    /// Loads `x_train`, `y_train`, `x_test`, `y_test` from an `.npz` file (or its bytes, `data`).
+    public static func loadDataset(_ path: String, data: Data? = nil) throws -> DatasetSplits {
+        let arrays = try readArchive(path, data: data)
         func get(_ k: String) throws -> NPYArray {
             guard let a = arrays[k] else {
                 throw TricksError.badData("\(path): missing array '\(k)' (has: \(arrays.keys.sorted().joined(separator: ", ")))")

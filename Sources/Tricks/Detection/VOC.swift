@@ -75,10 +75,11 @@ public struct VOCDataset: Sendable {
         return DetectionSample(image: image, boxes: boxes[i])
     }
 
-    /// One annotation file: the image's file name and size, and its objects.
-    public static func parseAnnotation(path: String, classIndex: [String: Int]) throws
+    /// One annotation file: the image's file name and size, and its objects; `data`, when given,
+    /// holds the file's bytes (`path` then only names it in errors).
+    public static func parseAnnotation(path: String, classIndex: [String: Int], data: Data? = nil) throws
         -> (filename: String?, size: (width: Int, height: Int), boxes: [Box]) {
-        guard let d = FileManager.default.contents(atPath: path) else {
+        guard let d = data ?? FileManager.default.contents(atPath: path) else {
             throw TricksError.badData("\(path): missing annotation")
         }
         let doc = try XMLNode.parse([UInt8](d), name: path)
