@@ -18,7 +18,7 @@
 # one process trains 2.3× faster than 8 oversubscribed ones on two cores. Single-process runs of
 # the two seeds go side by side, one thread each.
 #
-#   bash launch/detection-ablation.sh             # about an hour on 2 cores
+#   bash launch/detection-ablation.sh             # about 66 minutes on 2 quiet cores
 #   EPOCHS=1 SEEDS="0" bash launch/detection-ablation.sh     # a quick look
 #
 # Environment: EPOCHS (3), SEEDS ("0 1"), LR (0.01), OUT (runs/detection-ablation), ROWS (all:
