@@ -67,6 +67,8 @@ public final class YOLOLoss {
     public let heads: [YOLOHead]
     public var ignoreIoU = 0.7
     public var labelSmoothing = false
+    /// Each image's loss (its share of `forward`'s total, divided by the normalizer), after `forward`.
+    public private(set) var imageLosses: [Double] = []
     /// ∂loss/∂output of each head, filled by `forward`.
     public private(set) var grads: [Tensor] = []
 
@@ -114,6 +116,7 @@ public final class YOLOLoss {
         let delta = labelSmoothing ? min(1 / Double(K), 1.0 / 40) : 0
         let norm = 1 / Double(max(normalizer, 1))
         var parts = Parts()
+        imageLosses = [Double](repeating: 0, count: N)
         if grads.count != outputs.count { grads = outputs.map { _ in Tensor(shape: [0]) } }
         for (g, o) in zip(grads, outputs) { g.resize(o.shape); g.zero() }   // reused across steps
         // Positive assignments: (head, n, anchor, row, col) → box index (later boxes win).
@@ -141,24 +144,32 @@ public final class YOLOLoss {
                     let scaleW = (2 - g.width * g.height / area) * w
                     let tx = g.centerX / s - Double(c), ty = g.centerY / s - Double(r)
                     let tw = log(g.width / heads[h].anchors[a][0]), th = log(g.height / heads[h].anchors[a][1])
-                    parts.center += (Self.bce(t(0), tx) + Self.bce(t(1), ty)) * scaleW * norm
+                    let center = (Self.bce(t(0), tx) + Self.bce(t(1), ty)) * scaleW * norm
+                    parts.center += center
                     add(0, (Self.sigmoid(t(0)) - tx) * scaleW); add(1, (Self.sigmoid(t(1)) - ty) * scaleW)
-                    parts.scale += 0.5 * (abs(t(2) - tw) + abs(t(3) - th)) * scaleW * norm
+                    let scale = 0.5 * (abs(t(2) - tw) + abs(t(3) - th)) * scaleW * norm
+                    parts.scale += scale
                     add(2, 0.5 * (t(2) > tw ? 1 : t(2) < tw ? -1 : 0) * scaleW)
                     add(3, 0.5 * (t(3) > th ? 1 : t(3) < th ? -1 : 0) * scaleW)
-                    parts.objectness += Self.bce(t(4), 1) * w * norm
+                    let objectness = Self.bce(t(4), 1) * w * norm
+                    parts.objectness += objectness
                     add(4, (Self.sigmoid(t(4)) - 1) * w)
+                    var classes = 0.0
                     for k in 0..<K {
                         let y = k == g.label ? 1 - delta : delta
-                        parts.classes += Self.bce(t(5 + k), y) * w * norm
+                        let term = Self.bce(t(5 + k), y) * w * norm
+                        parts.classes += term; classes += term
                         add(5 + k, (Self.sigmoid(t(5 + k)) - y) * w)
                     }
+                    imageLosses[n] += center + scale + objectness + classes
                 } else {
                     if !boxes[n].isEmpty {
                         let d = decode(head: h, anchor: a, row: r, col: c, (t(0), t(1), t(2), t(3)))
                         if boxes[n].contains(where: { $0.iou(d) > ignoreIoU }) { continue }
                     }
-                    parts.objectness += Self.bce(t(4), 0) * norm
+                    let objectness = Self.bce(t(4), 0) * norm
+                    parts.objectness += objectness
+                    imageLosses[n] += objectness
                     add(4, Self.sigmoid(t(4)))
                 }
             } } } }

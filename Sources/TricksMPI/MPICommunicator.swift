@@ -71,6 +71,14 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         check(MPI_Bcast(buffer.baseAddress, Int32(buffer.count), cmpi_uint8(), Int32(root), comm), "MPI_Bcast")
     }
 
+    public func exchange(_ send: UnsafeRawBufferPointer, with partner: Int, into receive: UnsafeMutableRawBufferPointer) {
+        precondition(send.count == receive.count && send.count <= Int(Int32.max), "exchange of \(send.count) bytes")
+        if partner == rank { receive.copyMemory(from: send); return }
+        check(MPI_Sendrecv(send.baseAddress, Int32(send.count), cmpi_uint8(), Int32(partner), 77,
+                           receive.baseAddress, Int32(receive.count), cmpi_uint8(), Int32(partner), 77, comm,
+                           cmpi_status_ignore()), "MPI_Sendrecv")
+    }
+
     public func barrier() {
         guard size > 1 else { return }
         check(MPI_Barrier(comm), "MPI_Barrier")

@@ -57,6 +57,9 @@ struct DetectTrain: ParsableCommand {
     @Flag(help: "Check that every rank issues the same collectives in the same order; a mismatch ends the job naming each rank's collective (debugging).")
     var checkCollectives = false
     @Option(help: "With --check-collectives: seconds a rank waits for the others at a collective.") var collectiveTimeout = 120.0
+    @Flag(help: "Bit-identical results for any power-of-two number of ranks dividing --micro-shards (every sum over images per micro-shard and along one fixed tree); needs --bn sync and --batch-size divisible by --micro-shards.")
+    var deterministic = false
+    @Option(help: "With --deterministic: micro-shards per global batch (a power of two).") var microShards = 8
 
     func validate() throws {
         guard batchSize > 0, epochs > 0, lr > 0, shapeEvery > 0, logEvery > 0, width > 0 else {
@@ -67,6 +70,13 @@ struct DetectTrain: ParsableCommand {
         guard mixup >= 0 else { throw ValidationError("--mixup must be ≥ 0") }
         if let t = threads, t <= 0 { throw ValidationError("--threads must be positive") }
         guard collectiveTimeout > 0 else { throw ValidationError("--collective-timeout must be positive") }
+        if deterministic {
+            do { try MicroShards.validate(count: microShards, ranks: 1) } catch TricksError.invalidArgument(let m) { throw ValidationError(m) }
+            guard batchSize % microShards == 0 else {
+                throw ValidationError("--deterministic needs --batch-size divisible by --micro-shards \(microShards), got \(batchSize)")
+            }
+            guard bn == .sync else { throw ValidationError("--deterministic needs --bn sync: local statistics depend on the number of ranks") }
+        }
         _ = try stepEpochs()
     }
 
@@ -126,7 +136,8 @@ struct DetectTrain: ParsableCommand {
         let anchors = AnchorKMeans.fit(sizes, k: 9, seed: seed)
         let heads = (0..<3).map { h in YOLOHead(stride: YOLONet.strides[h], anchors: anchors[(6 - 3 * h)..<(9 - 3 * h)].map { [$0.width, $0.height] }) }
         let net = YOLONet(numClasses: K, anchorsPerHead: 3, width: width, seed: seed)
-        let dp = try DataParallel(store: net.store, state: net.state, norms: net.norms, comm: comm, syncBatchNorm: bn == .sync)
+        let dp = try DataParallel(store: net.store, state: net.state, norms: net.norms, comm: comm, syncBatchNorm: bn == .sync,
+                                  microShards: deterministic ? microShards : nil)
         let opt = SGD(store: net.store, momentum: 0.9, weightDecay: 5e-4, noBiasDecay: true)
         let plan = BatchPlan(datasetSize: set.count, globalBatch: batchSize, shuffle: !noShuffle, seed: seed)
         let spe = plan.stepsPerEpoch
@@ -173,15 +184,20 @@ struct DetectTrain: ParsableCommand {
             let batch = try pipe.trainBatch(set, indices: mine, epoch: epoch, step: step)
             dp.beginStep()
             let outs = net.forward(batch.images, mode: .training)
-            let l = loss.forward(outputs: outs, boxes: batch.boxes, imageWidth: batch.side, imageHeight: batch.side, normalizer: batchSize).total
+            var l = loss.forward(outputs: outs, boxes: batch.boxes, imageWidth: batch.side, imageHeight: batch.side, normalizer: batchSize).total
+            if let ms = dp.microShards { l = ms.batchSum(loss.imageLosses) }   // the whole batch's, in tree order
             guard l.isFinite else { comm.abort("tricks-detect: rank \(comm.rank): loss is \(l) at step \(step); lower --lr", code: 3) }
             net.backward(loss.grads)
             dp.finishGradients()
             opt.step(lr: Float(schedule.rate(at: step)))
             window[0] += l; window[1] += 1
             if (step + 1) % logEvery == 0 || step + 1 == stop {
-                window.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
-                lastLoss = window[0] / max(window[1] / Double(comm.size), 1)
+                if dp.microShards != nil {
+                    lastLoss = window[0] / max(window[1], 1)   // every rank holds the batch's loss
+                } else {
+                    window.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+                    lastLoss = window[0] / max(window[1] / Double(comm.size), 1)
+                }
                 let t = Date().timeIntervalSince(start)
                 log(comm, String(format: "step %d/%d  epoch %d  loss %.4f  lr %.5f  side %d  %.1f img/s  ETA %.0f s", step + 1, stop,
                                  epoch + 1, lastLoss, schedule.rate(at: step), batch.side, Double((step + 1) * batchSize) / t,
@@ -245,13 +261,14 @@ struct DetectorSpec {
     }
 }
 
-/// mAP@0.5 of `net` on `test` at the pipeline's data shape, sharded over ranks.
+/// mAP@0.5 of `net` on `test` at the pipeline's data shape, sharded over ranks: blocks of 16
+/// consecutive images dealt round-robin, each run as one batch whatever rank holds it, so every
+/// image's detections (and the mAP) are the same for any number of ranks.
 func evaluateMAP(net: YOLONet, loss: YOLOLoss, pipe: DetectionPipeline, test: VOCDataset, comm: Communicator) throws
     -> (eleven: Double, area: Double, perClass: [Double?]) {
     var metric = VOCMeanAP(numClasses: loss.numClasses)
-    let mine = Array(stride(from: comm.rank, to: test.count, by: comm.size))
-    for chunk in stride(from: 0, to: mine.count, by: 16) {
-        let ids = Array(mine[chunk..<min(chunk + 16, mine.count)])
+    for block in stride(from: comm.rank * 16, to: test.count, by: comm.size * 16) {
+        let ids = Array(block..<min(block + 16, test.count))
         let b = try pipe.evalBatch(test, indices: ids)
         let found = loss.detect(outputs: net.forward(b.images, mode: .inference))
         for (k, i) in ids.enumerated() {

@@ -171,6 +171,12 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Target size in KiB of a gradient all-reduce bucket.")
     var bucketKb = 256
 
+    @Flag(help: "Bit-identical results for any number of ranks: every sum over samples (gradients, SyncBatchNorm's statistics, loss, metrics) per micro-shard and along one fixed tree. Needs --bn sync, a power-of-two rank count dividing --micro-shards, and --batch-size divisible by it. See docs/distributed.md.")
+    var deterministic = false
+
+    @Option(parsing: .unconditional, help: "With --deterministic: micro-shards per global batch (a power of two; runs that must agree use the same value).")
+    var microShards = 8
+
     @Option(parsing: .unconditional, help: "BLAS threads per rank (default: the OPENBLAS_NUM_THREADS setting, else cores / ranks on this node).")
     var threads: Int?
 
@@ -200,6 +206,7 @@ struct Train: ParsableCommand {
         c.logEvery = logEvery; c.syncBN = bn == .sync
         c.bnGroupSize = bnGroupSize; c.checkReplicas = checkReplicas; c.bucketBytes = bucketKb * 1024
         c.checkpointEvery = checkpointEvery; c.resume = resume
+        c.deterministic = deterministic; c.microShards = microShards
         return c
     }
 
@@ -281,6 +288,11 @@ struct Bench: ParsableCommand {
     @OptionGroup var winograd: WinogradOptions
     @Flag(help: "Instead of the step: time one 3×3 stride-1 conv, direct kernels vs Winograd, at several widths and plane sizes.")
     var convKernels = false
+    @Flag(help: "The step in the deterministic mode (fixed-order sums over --micro-shards).")
+    var deterministic = false
+    @Option(help: "With --deterministic: micro-shards per global batch.") var microShards = 8
+    @Flag(help: "Instead of the step (under mpirun): time all-reduce and the deterministic mode's fixed-order tree by message size.")
+    var comm = false
     @Option(help: "With --conv-kernels: the shapes, as comma-separated CHANNELSxSIDE (e.g. 64x56,128x28); default: the CIFAR and Fashion-MNIST ResNets' and a few smaller.")
     var convShapes: String?
 
@@ -304,6 +316,12 @@ struct Bench: ParsableCommand {
         }
         let mpi: MPICommunicator? = MPICommunicator.launchedByMPI ? MPICommunicator.world() : nil
         defer { mpi?.finalize() }
+        if comm {
+            let c: Communicator = mpi ?? SingleProcessCommunicator()
+            let report = try CommBenchmark(comm: c).run()
+            if c.rank == 0 { print("# collectives over \(c.size) ranks, mean per call over the ranks\n\n" + report) }
+            return
+        }
         BLAS.setThreads(threads)
         if let c = columnBudget { Conv2d.columnBudget = c }
         if im2col { Conv2d.directConvolution = false }
@@ -312,6 +330,7 @@ struct Bench: ParsableCommand {
         b.model = model; b.batch = batchSize; b.channels = channels; b.size = size; b.steps = steps
         if let mpi { b.comm = mpi }
         b.syncBN = bn == .sync
+        b.microShards = deterministic ? microShards : nil
         b.detail = !row && (mpi?.size ?? 1) == 1
         let report = try b.run()
         if (mpi?.rank ?? 0) == 0 { print(report) }

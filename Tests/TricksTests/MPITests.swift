@@ -11,22 +11,22 @@ final class MPITests: XCTestCase {
     /// Starts `mpirun -np N tricks-worker ARGS` with the flags a root, oversubscribed run needs and
     /// without the MPI variables a parent process may carry.
     static func launch(np: Int, _ args: [String], stdout: Pipe = Pipe(), stderr: Pipe = Pipe(),
-                       program: String = CLITests.binary) throws -> Process {
+                       program: String = CLITests.binary, mpiFlags: [String] = []) throws -> Process {
         guard let mpirun else { throw XCTSkip("mpirun not installed: run launch/setup.sh") }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: mpirun)
         var flags = ["--oversubscribe", "-np", "\(np)", "-x", "OPENBLAS_NUM_THREADS=1"]
         if getuid() == 0 { flags.insert("--allow-run-as-root", at: 0) }
-        p.arguments = flags + [program] + args
+        p.arguments = flags + mpiFlags + [program] + args
         p.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
         p.standardOutput = stdout; p.standardError = stderr
         try p.run()
         return p
     }
 
-    static func run(np: Int, _ args: [String]) throws -> (status: Int32, out: String, err: String) {
+    static func run(np: Int, _ args: [String], mpiFlags: [String] = []) throws -> (status: Int32, out: String, err: String) {
         let o = Pipe(), e = Pipe()
-        let p = try launch(np: np, args, stdout: o, stderr: e)
+        let p = try launch(np: np, args, stdout: o, stderr: e, mpiFlags: mpiFlags)
         let out = o.fileHandleForReading.readDataToEndOfFile(), err = e.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))

@@ -23,10 +23,14 @@ public enum TrainingCheckpoint {
         /// older checkpoints.
         public var ranks: Int?
         public var bnGroup: Int?
+        /// The deterministic mode's micro-shards (nil: not that mode). Such a run's checkpoint
+        /// is the same for any number of ranks and records none.
+        public var microShards: Int?
 
-        public init(step: Int, model: String, seed: UInt64, batchSize: Int, trainSamples: Int? = nil, ranks: Int? = nil, bnGroup: Int? = nil) {
+        public init(step: Int, model: String, seed: UInt64, batchSize: Int, trainSamples: Int? = nil, ranks: Int? = nil,
+                    bnGroup: Int? = nil, microShards: Int? = nil) {
             self.step = step; self.model = model; self.seed = seed; self.batchSize = batchSize
-            self.trainSamples = trainSamples; self.ranks = ranks; self.bnGroup = bnGroup
+            self.trainSamples = trainSamples; self.ranks = ranks; self.bnGroup = bnGroup; self.microShards = microShards
         }
 
         /// Why a run configured as `run` cannot continue from this checkpoint: one phrase per
@@ -58,7 +62,8 @@ public enum TrainingCheckpoint {
         try SafeTensors.save(model.state + [momentum], to: (dir as NSString).appendingPathComponent(fileName), metadata: [
             "format": format, "step": "\(info.step)", "model": info.model, "seed": "\(info.seed)",
             "batch_size": "\(info.batchSize)", "has_momentum": optimizer.hasMomentum ? "1" : "0",
-        ].merging([("train_samples", info.trainSamples), ("ranks", info.ranks), ("bn_group", info.bnGroup)].compactMap { k, v in v.map { (k, "\($0)") } },
+        ].merging([("train_samples", info.trainSamples), ("ranks", info.ranks), ("bn_group", info.bnGroup),
+                                  ("micro_shards", info.microShards)].compactMap { k, v in v.map { (k, "\($0)") } },
                   uniquingKeysWith: { a, _ in a }))
     }
 
@@ -93,6 +98,7 @@ public enum TrainingCheckpoint {
             throw TricksError.badCheckpoint("\(path): metadata lacks step, seed, batch_size or model")
         }
         return Info(step: step, model: name, seed: seed, batchSize: batch, trainSamples: meta["train_samples"].flatMap(Int.init),
-                    ranks: meta["ranks"].flatMap(Int.init), bnGroup: meta["bn_group"].flatMap(Int.init))
+                    ranks: meta["ranks"].flatMap(Int.init), bnGroup: meta["bn_group"].flatMap(Int.init),
+                    microShards: meta["micro_shards"].flatMap(Int.init))
     }
 }

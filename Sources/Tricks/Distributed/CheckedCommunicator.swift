@@ -46,6 +46,12 @@ public final class CheckedCommunicator: Communicator {
 
     public func barrier() { agree("barrier"); inner.barrier() }
 
+    public func exchange(_ send: UnsafeRawBufferPointer, with partner: Int, into receive: UnsafeMutableRawBufferPointer) {
+        // Partners differ by rank, so the tag names the level (the partner's distance), which all ranks share.
+        agree("exchange of \(send.count) bytes at distance \(partner ^ rank)")
+        inner.exchange(send, with: partner, into: receive)
+    }
+
     public func subgroup(size: Int) -> Communicator {
         agree("split into groups of \(size)")
         return CheckedCommunicator(inner.subgroup(size: size), timeout: timeout)

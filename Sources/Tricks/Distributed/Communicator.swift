@@ -27,6 +27,24 @@ public protocol Communicator: AnyObject {
     func subgroup(size: Int) -> Communicator
     /// Ends every rank of the job with `message` and a non-zero exit.
     func abort(_ message: String, code: Int32) -> Never
+    /// Sends `send` to rank `partner` and receives as many bytes from it into `receive`. Every
+    /// rank calls it at once, paired up (`partner`'s partner is this rank); the fixed-order sums
+    /// of `MicroShards` are built on it. A default, made of one broadcast per rank, serves
+    /// transports that lack a point-to-point exchange.
+    func exchange(_ send: UnsafeRawBufferPointer, with partner: Int, into receive: UnsafeMutableRawBufferPointer)
+}
+
+extension Communicator {
+    public func exchange(_ send: UnsafeRawBufferPointer, with partner: Int, into receive: UnsafeMutableRawBufferPointer) {
+        precondition(send.count == receive.count, "exchange: \(send.count) bytes sent, \(receive.count) expected")
+        let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: max(send.count, 1), alignment: 16)
+        defer { slot.deallocate() }
+        for root in 0..<size {
+            if root == rank { slot.copyMemory(from: send) }
+            broadcast(UnsafeMutableRawBufferPointer(rebasing: slot[0..<send.count]), root: root)
+            if root == partner { receive.copyMemory(from: UnsafeRawBufferPointer(rebasing: slot[0..<send.count])) }
+        }
+    }
 }
 
 /// An outstanding nonblocking collective.
@@ -55,6 +73,9 @@ public final class SingleProcessCommunicator: Communicator {
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) {}
     public func barrier() {}
     public func subgroup(size: Int) -> Communicator { self }
+    public func exchange(_ send: UnsafeRawBufferPointer, with partner: Int, into receive: UnsafeMutableRawBufferPointer) {
+        receive.copyMemory(from: send)
+    }
     public func abort(_ message: String, code: Int32) -> Never {
         FileHandleOutput.stderr(message)
         exit(code)

@@ -13,6 +13,10 @@ import Foundation
 ///   samples, or set `average` to divide by the number of ranks instead (each rank's loss
 ///   averaged over its own samples, as in DDP).
 /// - `checkReplicas()` compares a checksum of every rank's parameters with rank 0's.
+/// - With `microShards` (the deterministic mode), BatchNorm statistics and gradients are summed
+///   per micro-shard and along `MicroShards`' fixed tree instead of by all-reduce, so the model
+///   comes out bit for bit the same for every number of ranks (see `MicroShards`); gradients
+///   are then reduced after backward, not overlapped with it.
 ///
 /// One step:
 ///
@@ -38,19 +42,29 @@ public final class DataParallel {
         case local
         /// SyncBatchNorm over groups of `ranks` ranks (all of them when it equals the world size).
         case sync(ranks: Int)
+        /// Statistics over every rank's batch, summed in a fixed order over `shards` micro-shards.
+        case deterministic(ranks: Int, shards: Int)
 
         public var description: String {
             switch self {
             case .single: return "single process"
             case .local: return "local"
             case .sync(let k): return "sync over \(k) ranks"
+            case .deterministic(let k, let s): return "sync over \(k) rank\(k == 1 ? "" : "s"), fixed-order sums over \(s) micro-shards"
             }
         }
     }
     public let normMode: NormMode
     /// Ranks each BatchNorm layer's statistics cover: 1 for local BN (and a single process), k
     /// for SyncBatchNorm over groups of k.
-    public var bnGroupSize: Int { if case .sync(let k) = normMode { return k } else { return 1 } }
+    public var bnGroupSize: Int {
+        switch normMode {
+        case .sync(let k), .deterministic(let k, _): return k
+        default: return 1
+        }
+    }
+    /// The deterministic mode's micro-shards, or nil.
+    public let microShards: MicroShards?
 
     /// - Parameters:
     ///   - store, state, norms: the model's parameters, its state (parameters and buffers, in a
@@ -58,10 +72,26 @@ public final class DataParallel {
     ///   - syncBatchNorm: synchronize BN statistics over ranks (groups of `bnGroupSize`, which must
     ///     divide the world size; nil means all ranks).
     ///   - broadcast: copy rank 0's state to every rank now (false when the caller will load it).
+    ///   - microShards: the deterministic mode with this many micro-shards per global batch (a
+    ///     power of two the number of ranks divides; BatchNorm synchronized over all ranks).
     public init(store: ParameterStore, state: [StateTensor], norms: [BatchNorm2d], comm: Communicator,
                 syncBatchNorm: Bool = true, bnGroupSize: Int? = nil, bucketBytes: Int = 256 * 1024,
-                broadcast: Bool = true) throws {
+                broadcast: Bool = true, microShards: Int? = nil) throws {
         self.comm = comm; self.store = store; self.state = state; self.norms = norms
+        if let S = microShards {
+            guard syncBatchNorm && (bnGroupSize ?? comm.size) == comm.size else {
+                throw TricksError.invalidArgument("--deterministic needs BatchNorm synchronized over all ranks (--bn sync, no --bn-group-size)")
+            }
+            let ms = try MicroShards(count: S, comm: comm)
+            self.microShards = ms
+            store.splitGradients(shards: ms.local)
+            norms.forEach { $0.group = nil; $0.shards = ms }
+            normMode = .deterministic(ranks: comm.size, shards: S)
+            reducer = GradientReducer(store: store, comm: comm, bucketBytes: bucketBytes)
+            if broadcast { broadcastState() }
+            return
+        }
+        self.microShards = nil
         if let k = bnGroupSize {
             guard k > 0, comm.size % k == 0 else {
                 throw TricksError.invalidArgument("--bn-group-size \(k) does not divide the number of ranks \(comm.size)")
@@ -85,14 +115,17 @@ public final class DataParallel {
 
     /// Wraps a `ResNet`: its parameters, state and BN layers, with its backward hook connected.
     public convenience init(_ model: ResNet, comm: Communicator, syncBatchNorm: Bool = true, bnGroupSize: Int? = nil,
-                            bucketBytes: Int = 256 * 1024, broadcast: Bool = true) throws {
+                            bucketBytes: Int = 256 * 1024, broadcast: Bool = true, microShards: Int? = nil) throws {
         try self.init(store: model.store, state: model.state, norms: model.norms, comm: comm, syncBatchNorm: syncBatchNorm,
-                      bnGroupSize: bnGroupSize, bucketBytes: bucketBytes, broadcast: broadcast)
+                      bnGroupSize: bnGroupSize, bucketBytes: bucketBytes, broadcast: broadcast, microShards: microShards)
         model.onGradientsReady = hook
     }
 
     /// The closure to give a model's backward pass (`gradientsReady`).
-    public var hook: ([Parameter]) -> Void { { [reducer] in reducer.gradientsReady($0) } }
+    public var hook: ([Parameter]) -> Void {
+        if microShards != nil { return { _ in } }   // reduced after backward, in tree order
+        return { [reducer] in reducer.gradientsReady($0) }
+    }
 
     /// Copies rank 0's parameters and buffers to every rank.
     public func broadcastState() { DataParallel.broadcast(state, comm: comm) }
@@ -115,13 +148,19 @@ public final class DataParallel {
     }
 
     /// Records that `params`' gradients are final (called from the backward pass).
-    public func gradientsReady(_ params: [Parameter]) { reducer.gradientsReady(params) }
+    public func gradientsReady(_ params: [Parameter]) { if microShards == nil { reducer.gradientsReady(params) } }
 
     /// Sums every gradient over the ranks (starting buckets not started yet) and waits; with
     /// `average`, divides by the number of ranks. Returns the seconds spent waiting.
     @discardableResult
     public func finishGradients() -> Double {
         let t = DispatchTime.now().uptimeNanoseconds
+        if let ms = microShards {
+            precondition(!average, "the deterministic mode sums gradients; divide the loss by the global batch instead of averaging")
+            comm.label("gradients, fixed order")
+            ms.sum(ms.local == 1 ? [store.grads] : store.shardGradBuffers, count: store.count)
+            return Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9
+        }
         reducer.finish()
         if average && comm.size > 1 {
             let s = 1 / Float(comm.size)
@@ -138,6 +177,7 @@ public final class DataParallel {
         case .single: buffersAgree = true
         case .local: buffersAgree = false
         case .sync(let k): buffersAgree = k == comm.size
+        case .deterministic: buffersAgree = true
         }
         let parameterNames = Set(store.parameters.map(\.name))
         var h: UInt64 = 0xCBF2_9CE4_8422_2325

@@ -76,27 +76,43 @@ public final class Linear: Layer {
         if let b = bias {
             for n in 0..<N { (y.data + n * outFeatures).update(from: b.value, count: outFeatures) }
         }
-        if N > 0 {
-            BLAS.gemm(transB: true, m: N, n: outFeatures, k: inFeatures, a: x.data, lda: inFeatures,
-                      b: weight.value, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: y.data, ldc: outFeatures)
+        // GEMM shapes follow the batch, so with micro-shards each shard runs alone.
+        let (k, m) = mode == .training ? shardSplit(N) : (1, N)
+        for s in 0..<k where m > 0 {
+            BLAS.gemm(transB: true, m: m, n: outFeatures, k: inFeatures, a: x.data + s * m * inFeatures, lda: inFeatures,
+                      b: weight.value, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: y.data + s * m * outFeatures,
+                      ldc: outFeatures)
         }
         return y
     }
 
+    /// The micro-shards of a batch of `n` rows (`ParameterStore.splitGradients`): count, rows each.
+    private func shardSplit(_ n: Int) -> (count: Int, size: Int) {
+        let k = max(weight.shardGrads.count, 1)
+        precondition(n % k == 0, "\(weight.name): \(n) rows do not split into \(k) micro-shards")
+        return (k, n / k)
+    }
+
+    /// Adds into the weight (and bias) gradient, each micro-shard's rows into its own when split.
     public func backward(_ dy: Tensor) -> Tensor {
         guard let x = input else { fatalError("\(weight.name): backward before forward") }
         let N = x.shape[0]
         dx.resize(x.shape)
         if N == 0 { return dx }
-        // dW (out, in) += dyᵀ (out, N) · x (N, in)
-        BLAS.gemm(transA: true, m: outFeatures, n: inFeatures, k: N, a: dy.data, lda: outFeatures,
-                  b: x.data, ldb: inFeatures, beta: 1, c: weight.grad, ldc: inFeatures)
-        if let b = bias {
-            for n in 0..<N { for o in 0..<outFeatures { b.grad[o] += dy.data[n * outFeatures + o] } }
+        let (k, m) = shardSplit(N)
+        for s in 0..<k {
+            let dys = dy.data + s * m * outFeatures, xs = x.data + s * m * inFeatures
+            // dW (out, in) += dyᵀ (out, m) · x (m, in)
+            BLAS.gemm(transA: true, m: outFeatures, n: inFeatures, k: m, a: dys, lda: outFeatures,
+                      b: xs, ldb: inFeatures, beta: 1, c: k == 1 ? weight.grad : weight.shardGrads[s], ldc: inFeatures)
+            if let b = bias {
+                let db = k == 1 ? b.grad : b.shardGrads[s]
+                for n in 0..<m { for o in 0..<outFeatures { db[o] += dys[n * outFeatures + o] } }
+            }
+            // dx (m, in) = dy (m, out) · W (out, in)
+            BLAS.gemm(m: m, n: inFeatures, k: outFeatures, a: dys, lda: outFeatures, b: weight.value,
+                      ldb: inFeatures, beta: 0, c: dx.data + s * m * inFeatures, ldc: inFeatures)
         }
-        // dx (N, in) = dy (N, out) · W (out, in)
-        BLAS.gemm(m: N, n: inFeatures, k: outFeatures, a: dy.data, lda: outFeatures, b: weight.value,
-                  ldb: inFeatures, beta: 0, c: dx.data, ldc: inFeatures)
         return dx
     }
 }

@@ -29,6 +29,10 @@ public final class BatchNorm2d: Layer {
     public let numBatchesTracked: UnsafeMutablePointer<Int64>
     /// Ranks whose batches are normalized together; nil or size 1 means local statistics.
     public var group: Communicator?
+    /// The deterministic mode: statistics over every rank's batch, summed per micro-shard and
+    /// along `MicroShards`' fixed tree instead of through `group`, so they come out the same for
+    /// any number of ranks; γ and β gradients go into each shard's gradient.
+    public var shards: MicroShards?
     public let name: String
     /// Apply ReLU to the output (BN followed by ReLU in one pass, forward and backward).
     public var fusedReLU = false
@@ -42,6 +46,8 @@ public final class BatchNorm2d: Layer {
     private let invStd: UnsafeMutablePointer<Double>  // (C)
     private let stats: UnsafeMutablePointer<Double>   // [Σ·(C), Σ·(C), n] exchange buffer
     private var lastMode = Mode.training
+    /// Exchange buffers of micro-shards 1, 2, … (shard 0's is `stats`).
+    private var shardStats: [UnsafeMutablePointer<Double>] = []
     private var lastResidual = false
     private var globalCount = 0.0
 
@@ -64,6 +70,17 @@ public final class BatchNorm2d: Layer {
     deinit {
         runningMean.deallocate(); runningVar.deallocate(); numBatchesTracked.deallocate()
         mean.deallocate(); invStd.deallocate(); stats.deallocate()
+        shardStats.forEach { $0.deallocate() }
+    }
+
+    /// The exchange buffers of this rank's `k` micro-shards, in shard order.
+    private func shardBuffers(_ k: Int) -> [UnsafeMutablePointer<Double>] {
+        while shardStats.count < k - 1 {
+            let b = UnsafeMutablePointer<Double>.allocate(capacity: 2 * channels + 1)
+            b.initialize(repeating: 0, count: 2 * channels + 1)
+            shardStats.append(b)
+        }
+        return [stats] + shardStats.prefix(k - 1)
     }
 
     public var parameters: [Parameter] { [weight, bias] }
@@ -128,7 +145,24 @@ public final class BatchNorm2d: Layer {
             runningVar[c] = Float((1 - momentum) * Double(runningVar[c]) + momentum * unbiased)
         }
         let count: Double
-        if isSynced {
+        if let shards {
+            // Each micro-shard's sums alone, then the fixed tree over every rank's shards.
+            let k = shards.local, m = shards.shardSize(N), parts = shardBuffers(k)
+            Parallel.ranges(C, cost: N * P) { c0, c1 in
+                for c in c0..<c1 {
+                    for (s, b) in parts.enumerated() {
+                        (b[c], b[C + c]) = Vec.pair { tk_bn_sums(xp + s * m * C * P + c * P, m, P, C * P, $0) }
+                    }
+                }
+            }
+            for b in parts { b[2 * C] = Double(m * P) }
+            shards.comm.label("BatchNorm \(name) forward (Σx, Σx², n), fixed order")
+            shards.sum(parts, count: 2 * C + 1)
+            count = st[2 * C]
+            globalCount = count
+            if count == 0 { return y }
+            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { apply(c, count) } }
+        } else if isSynced {
             // Statistics of every rank's batch: sums, one all-reduce, then normalize.
             Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c) } }
             st[2 * C] = Double(N * P)
@@ -196,7 +230,28 @@ public final class BatchNorm2d: Layer {
             let o = c * P
             tk_bn_backward_dx(dyp + o, xp + o, yp + o, dxp + o, N, P, C * P, hi, lo, s, gamma[c], beta[c], mask, k, mdy, mdyx)
         }
-        if training && isSynced {
+        if training, let shards {
+            let k = shards.local, m = shards.shardSize(N), parts = shardBuffers(k)
+            let dgamma = weight.shardGrads.isEmpty ? [weight.grad] : weight.shardGrads
+            let dbeta = bias.shardGrads.isEmpty ? [bias.grad] : bias.shardGrads
+            Parallel.ranges(C, cost: N * P) { c0, c1 in
+                for c in c0..<c1 {
+                    let (hi, lo) = meanSplit(c), s = Float(invStd[c])
+                    for (j, b) in parts.enumerated() {
+                        let o = j * m * C * P + c * P
+                        let (s1, s2) = Vec.pair {
+                            tk_bn_backward_sums(dyp + o, xp + o, yp + o, m, P, C * P, hi, lo, s, gamma[c], beta[c], mask, $0)
+                        }
+                        b[c] = s1; b[C + c] = s2
+                        dgamma[j][c] += Float(s2)
+                        dbeta[j][c] += Float(s1)
+                    }
+                }
+            }
+            shards.comm.label("BatchNorm \(name) backward (Σdy, Σdy·x̂), fixed order")
+            shards.sum(parts, count: 2 * C)
+            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { apply(c) } }
+        } else if training && isSynced {
             Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c) } }
             st[2 * C] = 0
             group!.label("SyncBatchNorm \(name) backward (Σdy, Σdy·x̂)")

@@ -204,12 +204,12 @@ public final class Conv2d: Layer {
     /// Output (or, with `transposed`, input gradient) through the direct kernels (3×3, or 1×1
     /// stride 2), images split over threads; every image is computed alone, so the thread count never changes a bit.
     private func directPass(_ src: UnsafePointer<Float>, _ g: ConvGeometry, transposed: Bool,
-                            _ dst: UnsafeMutablePointer<Float>) {
+                            _ dst: UnsafeMutablePointer<Float>, transform: Bool = true) {
         let workers = directWorkers(g.n), scratch = directScratch(g, workers: workers)
         let (cin, cout) = transposed ? (outChannels, g.c) : (g.c, outChannels)
         let (srcPlane, dstPlane) = transposed ? (g.oh * g.ow, g.h * g.w) : (g.h * g.w, g.oh * g.ow)
         let tile = winogradTile(g)
-        if tile != 0 {
+        if tile != 0 && transform {
             transformed.resize([(tile == 4 ? 36 : 16) * inChannels * outChannels])
             let transform = tile == 4 ? tk_wino4_weights : tk_wino_weights
             let rows = transposed ? outChannels : inChannels, parts = directWorkers(rows)
@@ -244,18 +244,19 @@ public final class Conv2d: Layer {
     /// Weight gradient through the direct kernel. Images go in the kernel's groups; with
     /// several threads each group's sum lands in its own buffer and the buffers are added
     /// in group order, which is exactly the arithmetic of one thread doing all groups.
-    private func directWeightGrad(_ x: Tensor, _ dy: Tensor, _ g: ConvGeometry) {
+    private func directWeightGrad(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ g: ConvGeometry,
+                                  into dwOut: UnsafeMutablePointer<Float>) {
         let tile = winogradWgradTile(g)
-        if tile != 0 { return winogradWeightGrad(x, dy, g, tile: tile) }
+        if tile != 0 { return winogradWeightGrad(x, dy, g, tile: tile, into: dwOut) }
         let per = Int(tk_conv3x3_wgrad_group(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride)))
         let groups = (g.n + per - 1) / per
         let workers = directWorkers(groups), scratch = directScratch(g, workers: workers)
         let hw = g.h * g.w, ohw = g.oh * g.ow
         func run(_ n0: Int, _ n1: Int, _ dw: UnsafeMutablePointer<Float>, _ s: UnsafeMutablePointer<Float>) {
-            tk_conv3x3_backward_weight(x.data + n0 * g.c * hw, dy.data + n0 * outChannels * ohw, Int32(n1 - n0),
+            tk_conv3x3_backward_weight(x + n0 * g.c * hw, dy + n0 * outChannels * ohw, Int32(n1 - n0),
                                        Int32(g.c), Int32(g.h), Int32(g.w), Int32(stride), Int32(outChannels), dw, s)
         }
-        if workers == 1 { run(0, g.n, weight.grad, scratch[0]); return }
+        if workers == 1 { run(0, g.n, dwOut, scratch[0]); return }
         let size = weight.count
         let partial = ws.scratch(1, count: groups * size)
         Parallel.forEach(workers) { t in
@@ -264,7 +265,7 @@ public final class Conv2d: Layer {
                 run(i * per, min(g.n, (i + 1) * per), partial + i * size, scratch[t])
             }
         }
-        Conv2d.addInOrder(partial, groups: groups, size: size, into: weight.grad, zeroFirst: false)
+        Conv2d.addInOrder(partial, groups: groups, size: size, into: dwOut, zeroFirst: false)
     }
 
     /// dst[j] (+)= Σ over i in order of partial[i·size + j]: the group sums added in group order,
@@ -280,7 +281,8 @@ public final class Conv2d: Layer {
     /// Weight gradient through Winograd: the transformed gradient `(16 or 36, Cout, Cin)` is summed
     /// group by group (each group's sum in its own buffer with several threads, added in group
     /// order, the arithmetic of one thread doing all groups), then brought back to 3×3 once.
-    private func winogradWeightGrad(_ x: Tensor, _ dy: Tensor, _ g: ConvGeometry, tile: Int) {
+    private func winogradWeightGrad(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ g: ConvGeometry, tile: Int,
+                                    into dw: UnsafeMutablePointer<Float>) {
         let per = Conv2d.winogradGroup(cin: g.c, cout: outChannels, h: g.h, w: g.w, tile: tile)
         let groups = (g.n + per - 1) / per
         let workers = directWorkers(groups), scratch = directScratch(g, workers: workers)
@@ -288,7 +290,7 @@ public final class Conv2d: Layer {
         let z = ws.scratch(1, count: (workers == 1 ? 1 : groups + 1) * size)
         let wgrad = tile == 4 ? tk_wino4_wgrad : tk_wino_wgrad
         func run(_ n0: Int, _ n1: Int, _ out: UnsafeMutablePointer<Float>, _ s: UnsafeMutablePointer<Float>) {
-            wgrad(x.data + n0 * g.c * hw, dy.data + n0 * outChannels * hw, Int32(n1 - n0), Int32(g.c),
+            wgrad(x + n0 * g.c * hw, dy + n0 * outChannels * hw, Int32(n1 - n0), Int32(g.c),
                   Int32(g.h), Int32(g.w), Int32(outChannels), out, s)
         }
         if workers == 1 {
@@ -304,7 +306,7 @@ public final class Conv2d: Layer {
         let finish = tile == 4 ? tk_wino4_wgrad_finish : tk_wino_wgrad_finish
         let kernels = outChannels * g.c
         Parallel.ranges(kernels, cost: 36 * 9) { lo, hi in
-            finish(z, Int32(outChannels), Int32(g.c), weight.grad, lo, hi)
+            finish(z, Int32(outChannels), Int32(g.c), dw, lo, hi)
         }
     }
 
@@ -319,17 +321,17 @@ public final class Conv2d: Layer {
     }
 
     /// Fills `col` with the unfolded images `n0 ..< n0+count` of `x`.
-    private func unfold(_ x: Tensor, _ g: ConvGeometry, _ n0: Int, _ col: UnsafeMutablePointer<Float>) {
+    private func unfold(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ n0: Int, _ col: UnsafeMutablePointer<Float>) {
         var gc = g
         gc.n = min(g.n - n0, chunkSize(g))
-        let src = x.data + n0 * g.c * g.h * g.w
+        let src = x + n0 * g.c * g.h * g.w
         if isPointwise { transposeNC(src, n: gc.n, c: g.c, plane: g.h * g.w, col) }
         else { im2col(src, gc, col) }
     }
 
     /// x: `(N, Cin, H, W)` → `(N, Cout, OH, OW)`.
     public func forward(_ x: Tensor, mode: Mode) -> Tensor {
-        let out = convolve(x)
+        let out = convolve(x, sharded: mode == .training)
         if let b = bias {
             let plane = out.shape[2] * out.shape[3], C = outChannels
             for i in 0..<out.shape[0] * C {
@@ -340,54 +342,95 @@ public final class Conv2d: Layer {
         return out
     }
 
-    /// dy: `(N, Cout, OH, OW)` → dx `(N, Cin, H, W)`; adds into the weight (and bias) gradient.
+    /// dy: `(N, Cout, OH, OW)` → dx `(N, Cin, H, W)`; adds into the weight (and bias) gradient,
+    /// or, with the gradients split into micro-shards (`ParameterStore.splitGradients`), each
+    /// shard's images into that shard's gradient.
     public func backward(_ dy: Tensor) -> Tensor {
         if let b = bias {
-            let plane = dy.shape[2] * dy.shape[3], C = outChannels
-            for i in 0..<dy.shape[0] * C {
-                let row = dy.data + i * plane
-                var s: Float = 0
-                for k in 0..<plane { s += row[k] }
-                b.grad[i % C] += s
+            let plane = dy.shape[2] * dy.shape[3], C = outChannels, n = dy.shape[0]
+            let shards = b.shardGrads.isEmpty ? [b.grad] : b.shardGrads, per = n / shards.count
+            for (k, dst) in shards.enumerated() {
+                for i in k * per * C..<(k + 1) * per * C {
+                    let row = dy.data + i * plane
+                    var s: Float = 0
+                    for j in 0..<plane { s += row[j] }
+                    dst[i % C] += s
+                }
             }
         }
         return convolveBackward(dy)
     }
 
-    private func convolve(_ x: Tensor) -> Tensor {
+    /// The micro-shards of a batch of `n` images: their count and images per shard (1 and `n`
+    /// unless the gradients are split).
+    private func shardSplit(_ n: Int) -> (count: Int, size: Int) {
+        let k = max(weight.shardGrads.count, 1)
+        precondition(n % k == 0, "\(weight.name): \(n) images do not split into \(k) micro-shards")
+        return (k, n / k)
+    }
+
+    private func convolve(_ x: Tensor, sharded: Bool) -> Tensor {
         precondition(x.shape.count == 4 && x.shape[1] == inChannels,
                      "\(weight.name): expected (N, \(inChannels), H, W), got \(x.shape)")
         let g = ConvGeometry(n: x.shape[0], c: inChannels, h: x.shape[2], w: x.shape[3],
                              kh: kernel, kw: kernel, stride: stride, pad: padding)
         geometry = g
         input = x
-        let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         y.resize([g.n, outChannels, g.oh, g.ow])
-        if g.n == 0 || plane == 0 { return y }
+        if g.n == 0 || g.oh * g.ow == 0 { return y }
         if (usesDirectKernel || usesDirectPointwise) && !gemmTakes(g) {
+            // Every image is computed alone: the same bits for any batch and any split.
             directPass(x.data, g, transposed: false, y.data)
             return y
         }
+        // GEMM shapes follow the batch, so with micro-shards each shard runs alone.
+        let (k, m) = sharded ? shardSplit(g.n) : (1, g.n)
+        var gs = g
+        gs.n = m
+        for s in 0..<k {
+            convolveGEMM(x.data + s * m * g.c * g.h * g.w, gs, y.data + s * m * outChannels * g.oh * g.ow)
+        }
+        return y
+    }
+
+    /// Output of `g.n` images through im2col + GEMM, in chunks of `chunkSize(g)` images.
+    private func convolveGEMM(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ yp: UnsafeMutablePointer<Float>) {
+        let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         let col = ws.scratch(0, count: K * chunk * plane)
         let tmp = ws.scratch(1, count: outChannels * chunk * plane)
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
             let m = min(chunk, g.n - n0), L = m * plane
             unfold(x, g, n0, col)
-            let dst = y.data + n0 * outChannels * plane
+            let dst = yp + n0 * outChannels * plane
             // (Cout, K) · (K, m·plane) → (Cout, m, plane), then to (m, Cout, plane).
             BLAS.gemm(m: outChannels, n: L, k: K, a: weight.value, lda: K, b: col, ldb: L, beta: 0,
                       c: m == 1 ? dst : tmp, ldc: L)
             if m > 1 { transposeNC(tmp, n: outChannels, c: m, plane: plane, dst) }
         }
-        return y
     }
 
     private func convolveBackward(_ dyT: Tensor) -> Tensor {
         guard let x = input else { fatalError("\(weight.name): backward before forward") }
         let g = geometry
-        let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         dx.resize(x.shape)
-        if g.n == 0 || plane == 0 { dx.zero(); return dx }
+        if g.n == 0 || g.oh * g.ow == 0 { dx.zero(); return dx }
+        let (k, m) = shardSplit(g.n)
+        if k == 1 { backwardPart(x.data, dyT.data, g, dx.data, dw: weight.grad, first: true); return dx }
+        var gs = g
+        gs.n = m
+        let inSize = g.c * g.h * g.w, outSize = outChannels * g.oh * g.ow
+        for (s, dw) in weight.shardGrads.enumerated() {
+            backwardPart(x.data + s * m * inSize, dyT.data + s * m * outSize, gs, dx.data + s * m * inSize, dw: dw,
+                         first: s == 0)
+        }
+        return dx
+    }
+
+    /// Weight gradient (added into `dw`) and input gradient of `g.n` images; `first` is false
+    /// for later micro-shards of one pass, which reuse the Winograd transform of the weight.
+    private func backwardPart(_ x: UnsafePointer<Float>, _ dyp: UnsafePointer<Float>, _ g: ConvGeometry,
+                              _ dxp: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>, first: Bool) {
+        let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         let direct = usesDirectKernel && !gemmTakes(g)
         if usesDirectPointwise && !gemmTakes(g) {
             let s = ws.scratch(0, count: tk_conv1x1_s2_scratch(Int32(g.n), Int32(inChannels), Int32(outChannels),
@@ -395,39 +438,39 @@ public final class Conv2d: Layer {
             let (n, c, h, w, k) = (Int32(g.n), Int32(inChannels), Int32(g.h), Int32(g.w), Int32(outChannels))
             let packers = directWorkers(g.n), rowTiles = (outChannels + 3) / 4, rowers = directWorkers(rowTiles)
             Parallel.forEach(packers) { t in
-                tk_conv1x1_s2_wgrad_pack(x.data, dyT.data, n, c, h, w, k, s, Int32(g.n * t / packers),
+                tk_conv1x1_s2_wgrad_pack(x, dyp, n, c, h, w, k, s, Int32(g.n * t / packers),
                                          Int32(g.n * (t + 1) / packers))
             }
             Parallel.forEach(rowers) { t in
-                tk_conv1x1_s2_wgrad_rows(n, c, h, w, k, weight.grad, s, Int32(4 * (rowTiles * t / rowers)),
+                tk_conv1x1_s2_wgrad_rows(n, c, h, w, k, dw, s, Int32(4 * (rowTiles * t / rowers)),
                                          Int32(4 * (rowTiles * (t + 1) / rowers)))
             }
-            if needsInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
-            return dx
+            if needsInputGrad { directPass(dyp, g, transposed: true, dxp) }
+            return
         }
         if direct {
-            directWeightGrad(x, dyT, g)
-            if needsInputGrad && usesDirectInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
-            if !needsInputGrad || usesDirectInputGrad { return dx }
+            directWeightGrad(x, dyp, g, into: dw)
+            if needsInputGrad && usesDirectInputGrad { directPass(dyp, g, transposed: true, dxp, transform: first) }
+            if !needsInputGrad || usesDirectInputGrad { return }
         }
         let col = ws.scratch(0, count: K * chunk * plane)
         let tmp = ws.scratch(1, count: outChannels * chunk * plane)
-        if needsInputGrad && !isPointwise { dx.zero() }
+        if needsInputGrad && !isPointwise { dxp.update(repeating: 0, count: g.n * g.c * g.h * g.w) }
         for n0 in Swift.stride(from: 0, to: g.n, by: chunk) {
             let m = min(chunk, g.n - n0), L = m * plane
-            var dy = dyT.data + n0 * outChannels * plane        // (m, Cout, plane)
+            var dy = UnsafeMutablePointer(mutating: dyp + n0 * outChannels * plane)   // (m, Cout, plane)
             if m > 1 { transposeNC(dy, n: m, c: outChannels, plane: plane, tmp); dy = tmp }  // (Cout, m·plane)
             if !direct {
                 unfold(x, g, n0, col)
                 // dW (Cout, K) += dy (Cout, L) · colᵀ (L, K)
                 BLAS.gemm(transB: true, m: outChannels, n: K, k: L, a: dy, lda: L, b: col, ldb: L, beta: 1,
-                          c: weight.grad, ldc: K)
+                          c: dw, ldc: K)
             }
             guard needsInputGrad else { continue }
             // dcol (K, L) = Wᵀ (K, Cout) · dy (Cout, L), written over the unfolded input.
             BLAS.gemm(transA: true, m: K, n: L, k: outChannels, a: weight.value, lda: K, b: dy, ldb: L, beta: 0,
                       c: col, ldc: L)
-            let dst = dx.data + n0 * g.c * g.h * g.w
+            let dst = dxp + n0 * g.c * g.h * g.w
             if isPointwise {
                 transposeNC(col, n: g.c, c: m, plane: g.h * g.w, dst)
             } else {
@@ -436,6 +479,5 @@ public final class Conv2d: Layer {
                 col2im(col, gc, dst)
             }
         }
-        return dx
     }
 }

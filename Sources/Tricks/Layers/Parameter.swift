@@ -12,6 +12,10 @@ public final class Parameter: @unchecked Sendable {
     public let isBiasOrNorm: Bool
     public internal(set) var value: UnsafeMutablePointer<Float>
     public internal(set) var grad: UnsafeMutablePointer<Float>
+    /// In the deterministic mode (`ParameterStore.splitGradients`), the gradient of each of this
+    /// rank's micro-shards, in shard order (the first is `grad`); layers add shard s's
+    /// contribution into `shardGrads[s]`. Empty otherwise.
+    public internal(set) var shardGrads: [UnsafeMutablePointer<Float>] = []
     private var owned: Bool
 
     public init(name: String, shape: [Int], isBiasOrNorm: Bool = false) {
@@ -59,10 +63,31 @@ public final class ParameterStore: @unchecked Sendable {
         for (p, o) in zip(parameters, offs) { p.rebind(value: values + o, grad: grads + o) }
     }
 
-    deinit { values.deallocate(); grads.deallocate() }
+    /// Gradient buffers of micro-shards 1, 2, … (shard 0's is `grads`), after `splitGradients`.
+    public private(set) var shardGradBuffers: [UnsafeMutablePointer<Float>] = []
 
-    /// Sets every gradient to zero.
-    public func zeroGrad() { grads.update(repeating: 0, count: count) }
+    deinit { values.deallocate(); grads.deallocate(); shardGradBuffers.dropFirst().forEach { $0.deallocate() } }
+
+    /// Gives every parameter one gradient buffer per micro-shard of this rank (the deterministic
+    /// mode, `MicroShards`): shard 0's is the usual `grads`, so the tree sum of the shards lands
+    /// where the optimizer reads. `shards` 1 goes back to one buffer.
+    public func splitGradients(shards: Int) {
+        precondition(shards >= 1)
+        shardGradBuffers.dropFirst().forEach { $0.deallocate() }
+        shardGradBuffers = [grads] + (1..<shards).map { _ in
+            let b = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+            b.initialize(repeating: 0, count: max(count, 1))
+            return b
+        }
+        for (p, o) in zip(parameters, offsets) { p.shardGrads = shards == 1 ? [] : shardGradBuffers.map { $0 + o } }
+        if shards == 1 { shardGradBuffers = [] }
+    }
+
+    /// Sets every gradient to zero (every micro-shard's, when split).
+    public func zeroGrad() {
+        grads.update(repeating: 0, count: count)
+        for b in shardGradBuffers.dropFirst() { b.update(repeating: 0, count: count) }
+    }
 }
 
 /// One named tensor of a model's state: a parameter or a buffer

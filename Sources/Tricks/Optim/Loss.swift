@@ -7,6 +7,8 @@ public final class SoftmaxCrossEntropy {
     public var labelSmoothing: Double
     /// ∂loss/∂logits, `(N, K)`, after `forward`.
     public let grad = Tensor(shape: [0])
+    /// Each row's loss (not divided by the normalizer), after `forward`.
+    public private(set) var rowLosses: [Double] = []
 
     public init(labelSmoothing: Double = 0) { self.labelSmoothing = labelSmoothing }
 
@@ -33,10 +35,12 @@ public final class SoftmaxCrossEntropy {
         precondition(labels.count == N, "\(labels.count) labels for \(N) rows")
         grad.resize([N, K])
         let denom = Double(normalizer ?? N)
+        if rowLosses.count != N { rowLosses = [Double](repeating: 0, count: N) }
         guard N > 0 else { return 0 }
         var total = 0.0
         var p = [Double](repeating: 0, count: K)
         for n in 0..<N {
+            var rowLoss = 0.0
             let row = logits.data + n * K
             var mx = -Double.infinity
             for k in 0..<K { mx = max(mx, Double(row[k])) }
@@ -47,9 +51,11 @@ public final class SoftmaxCrossEntropy {
             let y2 = partnerLabels.map { Int($0[n]) } ?? y, lam = lambdas.map { Double($0[n]) } ?? 1
             for k in 0..<K {
                 let t = lam * target(k, y, classes: K) + (1 - lam) * target(k, y2, classes: K)
-                total -= t * (Double(row[k]) - logZ)
+                rowLoss -= t * (Double(row[k]) - logZ)
                 grad.data[n * K + k] = Float((p[k] / z - t) / denom)
             }
+            rowLosses[n] = rowLoss
+            total += rowLoss
         }
         return total / denom
     }

@@ -17,6 +17,8 @@ public struct StepBenchmark {
     public var syncBN = true
     /// Print the per-layer and GEMM tables (single-process runs).
     public var detail = true
+    /// The deterministic mode with this many micro-shards (`MicroShards`), or nil.
+    public var microShards: Int? = nil
 
     public init() {}
 
@@ -27,7 +29,7 @@ public struct StepBenchmark {
         guard batch % comm.size == 0 else { throw TricksError.invalidArgument("batch \(batch) not divisible by \(comm.size) ranks") }
         let local = batch / comm.size
         let net = try ResNet(name: model, inChannels: channels, numClasses: classes, seed: 1)
-        let dp = try DataParallel(net, comm: comm, syncBatchNorm: syncBN)
+        let dp = try DataParallel(net, comm: comm, syncBatchNorm: syncBN, microShards: microShards)
         let opt = SGD(store: net.store, momentum: 0.9, weightDecay: 5e-4)
         let ce = SoftmaxCrossEntropy(labelSmoothing: 0.1)
         var rng = SplitMix64(key: [7, UInt64(comm.rank)])
@@ -60,7 +62,7 @@ public struct StepBenchmark {
         w.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
         if !detail {
             return String(format: "| %d | %d | %@ | %.2f | %.2f | %.2f | %.1f |", comm.size, local,
-                          syncBN && comm.size > 1 ? "sync" : "local", 1e3 * median, 1e3 * times[0], 1e3 * w[0],
+                          microShards.map { "fixed order, \($0) shards" } ?? (syncBN && comm.size > 1 ? "sync" : "local"), 1e3 * median, 1e3 * times[0], 1e3 * w[0],
                           Double(batch) / median)
         }
         // Per-layer breakdown from separate profiled steps (profiling adds a little overhead).
@@ -182,6 +184,50 @@ public struct ConvKernelBenchmark {
             func ms(_ v: [Double]) -> String { v.map { String(format: "%.3f", 1e3 * $0) }.joined(separator: " / ") }
             func ratio(_ v: [Double]) -> String { zip(v, t[0]).map { String(format: "%.2f", $0 / $1) }.joined(separator: ", ") }
             out += "| \(c) | \(s)×\(s) | \(ms(t[0])) | \(ms(t[1])) | \(ms(t[2])) | \(ratio(t[1])) | \(ratio(t[2])) |\n"
+        }
+        return out
+    }
+}
+
+/// Times the collectives one step issues, by message size: `MPI_Allreduce` (what the default mode
+/// uses) and the deterministic mode's fixed-order tree (`MicroShards.sum`, recursive doubling over
+/// the ranks), for fitting the α-β model of docs/scaling.md. Prints a markdown table (rank 0).
+public struct CommBenchmark {
+    public var comm: Communicator
+    /// Message sizes in bytes.
+    public var sizes: [Int] = [4, 64, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20]
+    /// Seconds to spend per size and collective (at least 5 repetitions).
+    public var seconds = 0.3
+
+    public init(comm: Communicator) { self.comm = comm }
+
+    public func run() throws -> String {
+        let shards = try MicroShards(count: comm.size, comm: comm)
+        var out = "| bytes | all-reduce µs | fixed-order tree µs |\n|---:|---:|---:|\n"
+        for bytes in sizes {
+            let n = max(bytes / 4, 1)
+            let buf = UnsafeMutablePointer<Float>.allocate(capacity: n)
+            defer { buf.deallocate() }
+            buf.initialize(repeating: 1, count: n)
+            func time(_ body: () -> Void) -> Double {
+                body(); body()   // warm up
+                // Every rank runs the same count: rank 0's estimate, broadcast.
+                var reps = 5
+                let t0 = StepBenchmark.now()
+                for _ in 0..<5 { body() }
+                var est = [Double(max(5, min(100_000, Int(seconds / max((StepBenchmark.now() - t0) / 5, 1e-7)))))]
+                est.withUnsafeMutableBytes { comm.broadcast($0, root: 0) }
+                reps = Int(est[0])
+                comm.barrier()
+                let t1 = StepBenchmark.now()
+                for _ in 0..<reps { body() }
+                var mean = [(StepBenchmark.now() - t1) / Double(reps) / Double(comm.size)]
+                mean.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }   // the ranks' mean
+                return mean[0] * 1e6
+            }
+            let ar = time { comm.allreduceSum(UnsafeMutableBufferPointer(start: buf, count: n)) }
+            let tree = time { shards.sum([buf], count: n) }
+            out += String(format: "| %d | %.2f | %.2f |\n", 4 * n, ar, tree)
         }
         return out
     }

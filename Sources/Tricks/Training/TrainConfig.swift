@@ -57,6 +57,11 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var resume: String? = nil
     /// Target size of a gradient all-reduce bucket.
     public var bucketBytes = 256 * 1024
+    /// The deterministic mode (`MicroShards`): the same bits for any power-of-two number of
+    /// ranks dividing `microShards`, at some cost in speed.
+    public var deterministic = false
+    /// Micro-shards per global batch in the deterministic mode.
+    public var microShards = 8
 
     public init() {}
 
@@ -90,7 +95,20 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         if checkpointEvery != nil && out == nil { throw bad("--checkpoint-every needs --out DIR") }
         if resume != nil && initFrom != nil { throw bad("give --resume or --init, not both") }
         if let k = bnGroupSize, k <= 0 { throw bad("--bn-group-size must be positive, got \(k)") }
+        if deterministic {
+            try MicroShards.validate(count: microShards, ranks: 1)
+            guard batchSize % microShards == 0 else {
+                throw bad("--deterministic needs --batch-size divisible by --micro-shards \(microShards), got \(batchSize)")
+            }
+            guard syncBN else { throw bad("--deterministic needs --bn sync: local statistics depend on the number of ranks") }
+        }
         guard let n = ranks else { return }
+        if deterministic {
+            try MicroShards.validate(count: microShards, ranks: n)
+            if let k = bnGroupSize, k != n {
+                throw bad("--deterministic needs BatchNorm over all ranks; --bn-group-size \(k) depends on the number of ranks")
+            }
+        }
         guard batchSize % n == 0 else { throw bad("--batch-size \(batchSize) is not divisible by the number of ranks \(n)") }
         if let k = bnGroupSize, n % k != 0 { throw bad("--bn-group-size \(k) does not divide the number of ranks \(n)") }
     }

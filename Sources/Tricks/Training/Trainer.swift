@@ -58,7 +58,8 @@ public final class Trainer {
         if c.zeroGamma { zeroGammaLayers(model).forEach { $0.weight.values.update(repeating: 0) } }
         if let path = c.initFrom, comm.rank == 0 { try SafeTensors.load(path, into: model.state) }
         parallel = try DataParallel(model, comm: comm, syncBatchNorm: c.syncBN, bnGroupSize: c.bnGroupSize,
-                                    bucketBytes: c.bucketBytes)
+                                    bucketBytes: c.bucketBytes, microShards: c.deterministic ? c.microShards : nil)
+        if c.deterministic { try Trainer.checkSameKernels(comm) }
         optimizer = SGD(store: model.store, momentum: Float(c.momentum), nesterov: c.nesterov,
                         weightDecay: Float(c.weightDecay), noBiasDecay: c.noBiasDecay)
         let spe = plan.stepsPerEpoch
@@ -100,14 +101,42 @@ public final class Trainer {
         try TrainingCheckpoint.save(dir: out, model: model, optimizer: optimizer, info: runInfo(step: step))
     }
 
-    /// This run as a checkpoint describes it.
+    /// This run as a checkpoint describes it. A deterministic run's checkpoint does not depend
+    /// on the number of ranks, so it records micro-shards instead.
     private func runInfo(step: Int) -> TrainingCheckpoint.Info {
-        .init(step: step, model: config.model, seed: config.seed, batchSize: config.batchSize, trainSamples: data.train.count,
-              ranks: comm.size, bnGroup: parallel.bnGroupSize)
+        if let ms = parallel.microShards {
+            return .init(step: step, model: config.model, seed: config.seed, batchSize: config.batchSize,
+                         trainSamples: data.train.count, microShards: ms.count)
+        }
+        return .init(step: step, model: config.model, seed: config.seed, batchSize: config.batchSize, trainSamples: data.train.count,
+                     ranks: comm.size, bnGroup: parallel.bnGroupSize)
+    }
+
+    /// The deterministic mode's bits depend on the kernels: every rank must run the same
+    /// instruction set (`KernelISA`), which machines of different CPUs would not by default.
+    static func checkSameKernels(_ comm: Communicator) throws {
+        guard comm.size > 1 else { return }
+        let v = Double(KernelISA.current.rawValue)
+        var s = [v, v * v]
+        s.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+        if Double(comm.size) * s[1] != s[0] * s[0] {
+            throw TricksError.invalidArgument("--deterministic needs the same kernels on every rank, but the ranks' CPUs chose "
+                                              + "different instruction sets; set TRICKS_ISA to the lowest (this rank: \(KernelISA.current))")
+        }
+    }
+
+    /// The deterministic mode's sum over the global batch of one value per sample (`values`,
+    /// this rank's samples in order): the same on every rank and for any number of ranks.
+    private func batchSum(_ values: [Double]) -> Double {
+        comm.label("loss, fixed order")
+        return parallel.microShards!.batchSum(values)
     }
 
     /// Test accuracy and mean loss of the current model in inference mode, sharded over ranks.
+    /// In the deterministic mode the test set is cut into the micro-shards' count of contiguous
+    /// parts, each evaluated in the same chunks whatever rank holds it and summed in tree order.
     public func evaluate() -> (accuracy: Double, loss: Double) {
+        if let ms = parallel.microShards { return evaluate(shards: ms) }
         let set = data.test
         let mine = Array(stride(from: comm.rank, to: set.count, by: comm.size).map { Int32($0) })
         let x = Tensor(shape: [0])
@@ -132,6 +161,41 @@ public final class Trainer {
         }
         sums.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
         return (sums[0] / max(sums[2], 1), sums[1] / max(sums[2], 1))
+    }
+
+    private func evaluate(shards ms: MicroShards) -> (accuracy: Double, loss: Double) {
+        let set = data.test, S = ms.count
+        let x = Tensor(shape: [0])
+        var labels: [Int32] = []
+        let ce = SoftmaxCrossEntropy()
+        let parts = (0..<ms.local).map { _ in UnsafeMutablePointer<Double>.allocate(capacity: 2) }
+        defer { parts.forEach { $0.deallocate() } }
+        for (j, part) in parts.enumerated() {
+            let s = comm.rank * ms.local + j
+            let lo = set.count * s / S, hi = set.count * (s + 1) / S
+            var correct = 0.0, loss = 0.0
+            var i = lo
+            while i < hi {
+                let chunk = (i..<min(i + config.evalBatchSize, hi)).map { Int32($0) }
+                preprocessor.fill(set, indices: chunk[...], epoch: 0, augment: false, into: x, labels: &labels)
+                let logits = model.forward(x, mode: .inference)
+                let K = logits.shape[1]
+                ce.forward(logits: logits, labels: labels, normalizer: 1)
+                for n in 0..<chunk.count {
+                    loss += ce.rowLosses[n]
+                    let row = logits.data + n * K
+                    var best = 0
+                    for k in 1..<K where row[k] > row[best] { best = k }
+                    if best == Int(labels[n]) { correct += 1 }
+                }
+                i += chunk.count
+            }
+            part[0] = correct; part[1] = loss
+        }
+        comm.label("evaluation, fixed order")
+        ms.sum(parts, count: 2)
+        let n = Double(max(set.count, 1))
+        return (parts[0][0] / n, parts[0][1] / n)
     }
 
     private func record(_ fields: [(String, Any)]) {
@@ -177,6 +241,7 @@ public final class Trainer {
     public func run() throws -> Summary {
         let c = config, spe = plan.stepsPerEpoch
         let local = c.batchSize / comm.size
+        let deterministic = parallel.microShards != nil
         let x = Tensor(shape: [local, data.train.channels, data.train.height, data.train.width])
         var labels: [Int32] = [], partnerLabels: [Int32] = [], lambdas: [Float] = []
         let partner = Tensor(shape: [0])
@@ -216,8 +281,10 @@ public final class Trainer {
             }
             func pass() -> Double {
                 let logits = model.forward(x, mode: .training)
-                let l = loss.forward(logits: logits, labels: labels, mixedWith: mixing ? partnerLabels : nil,
+                var l = loss.forward(logits: logits, labels: labels, mixedWith: mixing ? partnerLabels : nil,
                                      lambdas: mixing ? lambdas : nil, normalizer: c.batchSize)
+                // The deterministic mode: the whole batch's loss, in tree order, on every rank.
+                if deterministic { l = batchSum(loss.rowLosses) / Double(c.batchSize) }
                 model.backward(loss.grad)
                 return l
             }
@@ -236,8 +303,12 @@ public final class Trainer {
             windowSteps += 1
             let isLast = step + 1 == stopStep, epochEnd = inEpoch == spe - 1
             if (step + 1) % c.logEvery == 0 || isLast || epochEnd {
-                lossWindow.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
-                lastLoss = lossWindow[0] / max(lossWindow[1] / Double(comm.size), 1)
+                if deterministic {
+                    lastLoss = lossWindow[0] / max(lossWindow[1], 1)   // every rank holds the batch's loss
+                } else {
+                    lossWindow.withUnsafeMutableBufferPointer { comm.allreduceSum($0) }
+                    lastLoss = lossWindow[0] / max(lossWindow[1] / Double(comm.size), 1)
+                }
                 let now = Date()
                 let ips = Double(windowSteps * c.batchSize) / now.timeIntervalSince(windowStart)
                 let eta = Double(stopStep - step - 1) * now.timeIntervalSince(start) / Double(step + 1 - startStep)
