@@ -246,7 +246,11 @@ public final class Conv2d: Layer {
     /// in group order, which is exactly the arithmetic of one thread doing all groups.
     private func directWeightGrad(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ g: ConvGeometry,
                                   into dwOut: UnsafeMutablePointer<Float>) {
-        let tile = winogradWgradTile(g)
+        var tile = winogradWgradTile(g)
+        // A micro-shard of fewer than 8 images on planes up to 8 wide would fill part of each
+        // F(4×4, 3×3) octet and pay the whole transform-domain sum per shard: the direct kernel
+        // is faster there (a choice by shape alone, the same for any number of ranks).
+        if tile == 4 && !weight.shardGrads.isEmpty && g.w <= 8 && g.n < 8 { tile = 0 }
         if tile != 0 { return winogradWeightGrad(x, dy, g, tile: tile, into: dwOut) }
         let per = Int(tk_conv3x3_wgrad_group(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride)))
         let groups = (g.n + per - 1) / per
@@ -419,17 +423,22 @@ public final class Conv2d: Layer {
         var gs = g
         gs.n = m
         let inSize = g.c * g.h * g.w, outSize = outChannels * g.oh * g.ow
+        // The direct and Winograd input gradients compute every image alone: one pass over the
+        // whole batch gives the same bits as one per shard, with fuller vectors.
+        let wholeInputGrad = (usesDirectPointwise || (usesDirectKernel && usesDirectInputGrad)) && !gemmTakes(g)
         for (s, dw) in weight.shardGrads.enumerated() {
             backwardPart(x.data + s * m * inSize, dyT.data + s * m * outSize, gs, dx.data + s * m * inSize, dw: dw,
-                         first: s == 0)
+                         first: s == 0, inputGrad: !wholeInputGrad)
         }
+        if wholeInputGrad && needsInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
         return dx
     }
 
     /// Weight gradient (added into `dw`) and input gradient of `g.n` images; `first` is false
     /// for later micro-shards of one pass, which reuse the Winograd transform of the weight.
     private func backwardPart(_ x: UnsafePointer<Float>, _ dyp: UnsafePointer<Float>, _ g: ConvGeometry,
-                              _ dxp: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>, first: Bool) {
+                              _ dxp: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>, first: Bool,
+                              inputGrad: Bool = true) {
         let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         let direct = usesDirectKernel && !gemmTakes(g)
         if usesDirectPointwise && !gemmTakes(g) {
@@ -445,12 +454,12 @@ public final class Conv2d: Layer {
                 tk_conv1x1_s2_wgrad_rows(n, c, h, w, k, dw, s, Int32(4 * (rowTiles * t / rowers)),
                                          Int32(4 * (rowTiles * (t + 1) / rowers)))
             }
-            if needsInputGrad { directPass(dyp, g, transposed: true, dxp) }
+            if needsInputGrad && inputGrad { directPass(dyp, g, transposed: true, dxp) }
             return
         }
         if direct {
             directWeightGrad(x, dyp, g, into: dw)
-            if needsInputGrad && usesDirectInputGrad { directPass(dyp, g, transposed: true, dxp, transform: first) }
+            if needsInputGrad && usesDirectInputGrad && inputGrad { directPass(dyp, g, transposed: true, dxp, transform: first) }
             if !needsInputGrad || usesDirectInputGrad { return }
         }
         let col = ws.scratch(0, count: K * chunk * plane)

@@ -70,7 +70,8 @@ public final class ParameterStore: @unchecked Sendable {
 
     /// Gives every parameter one gradient buffer per micro-shard of this rank (the deterministic
     /// mode, `MicroShards`): shard 0's is the usual `grads`, so the tree sum of the shards lands
-    /// where the optimizer reads. `shards` 1 goes back to one buffer.
+    /// where the optimizer reads. With one shard `shardGrads` is `[grad]`: layers still make
+    /// the mode's choices of kernels, which depend on shapes alone.
     public func splitGradients(shards: Int) {
         precondition(shards >= 1)
         shardGradBuffers.dropFirst().forEach { $0.deallocate() }
@@ -79,8 +80,7 @@ public final class ParameterStore: @unchecked Sendable {
             b.initialize(repeating: 0, count: max(count, 1))
             return b
         }
-        for (p, o) in zip(parameters, offsets) { p.shardGrads = shards == 1 ? [] : shardGradBuffers.map { $0 + o } }
-        if shards == 1 { shardGradBuffers = [] }
+        for (p, o) in zip(parameters, offsets) { p.shardGrads = shardGradBuffers.map { $0 + o } }
     }
 
     /// Sets every gradient to zero (every micro-shard's, when split).
