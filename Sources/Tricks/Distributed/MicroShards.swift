@@ -25,6 +25,7 @@ public final class MicroShards {
     /// Shards this rank holds: S / N.
     public var local: Int { count / comm.size }
     private var scratch = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+    // (the exchange buffer of recursive doubling, the padded working copy of halving-doubling)
     private var scratchBytes = 64
 
     /// Throws when `count` is not a power of two or the ranks cannot split it evenly.
@@ -65,19 +66,73 @@ public final class MicroShards {
         }
         // The levels above it: the sibling subtree lives on the rank whose index differs in one bit.
         guard comm.size > 1 else { return }
-        let bytes = n * MemoryLayout<T>.stride
+        if n * MemoryLayout<T>.stride >= MicroShards.halvingMinBytes && n >= comm.size {
+            halvingDoubling(parts[0], n)
+        } else {
+            recursiveDoubling(parts[0], n)
+        }
+    }
+
+    /// Messages of at least this many bytes take `halvingDoubling`, shorter ones `recursiveDoubling`.
+    public static var halvingMinBytes = 64 * 1024
+
+    /// Ensures `scratch` holds `bytes`.
+    private func scratchSpace(_ bytes: Int) -> UnsafeMutableRawPointer {
         if bytes > scratchBytes {
             scratch.deallocate()
             scratch = .allocate(byteCount: bytes, alignment: 64); scratchBytes = bytes
         }
-        let other = scratch.bindMemory(to: T.self, capacity: max(n, 1))
+        return scratch
+    }
+
+    /// Every rank swaps its whole subtree sum with its partner at each level and adds:
+    /// log₂ N messages of the whole buffer (latency-bound sizes).
+    private func recursiveDoubling<T: BinaryFloatingPoint>(_ mine: UnsafeMutablePointer<T>, _ n: Int) {
+        let bytes = n * MemoryLayout<T>.stride
+        let other = scratchSpace(bytes).bindMemory(to: T.self, capacity: max(n, 1))
         var bit = 1
         while bit < comm.size {
-            comm.exchange(UnsafeRawBufferPointer(start: parts[0], count: bytes), with: comm.rank ^ bit,
-                          into: UnsafeMutableRawBufferPointer(start: scratch, count: bytes))
-            MicroShards.add(parts[0], other, n)
+            comm.exchange(UnsafeRawBufferPointer(start: mine, count: bytes), with: comm.rank ^ bit,
+                          into: UnsafeMutableRawBufferPointer(start: other, count: bytes))
+            MicroShards.add(mine, other, n)
             bit *= 2
         }
+    }
+
+    /// The same tree with half the traffic per level (Rabenseifner's all-reduce): recursive
+    /// halving, in which a rank keeps half of its segment at each level and adds its partner's
+    /// sum of that half (the same two subtree sums recursive doubling adds, so the same bits),
+    /// then recursive doubling of the finished segments back to every rank. 2·(N−1)/N of the
+    /// buffer sent in all instead of log₂ N times all of it. The buffer is padded to a multiple
+    /// of N so that both halves are always the same size.
+    private func halvingDoubling<T: BinaryFloatingPoint>(_ mine: UnsafeMutablePointer<T>, _ n: Int) {
+        let N = comm.size, stride = MemoryLayout<T>.stride
+        let padded = (n + N - 1) / N * N
+        let raw = scratchSpace(2 * padded * stride)
+        let work = raw.bindMemory(to: T.self, capacity: 2 * padded), other = work + padded
+        work.update(from: mine, count: n)
+        (work + n).update(repeating: 0, count: padded - n)
+        var lo = 0, hi = padded, bit = 1
+        var levels: [(lo: Int, hi: Int, keepLow: Bool)] = []
+        while bit < N {
+            let mid = lo + (hi - lo) / 2, keepLow = comm.rank & bit == 0
+            let (keep, give) = keepLow ? (lo, mid) : (mid, lo)
+            let half = mid - lo
+            comm.exchange(UnsafeRawBufferPointer(start: work + give, count: half * stride), with: comm.rank ^ bit,
+                          into: UnsafeMutableRawBufferPointer(start: other, count: half * stride))
+            MicroShards.add(work + keep, other, half)
+            levels.append((lo, hi, keepLow))
+            (lo, hi) = keepLow ? (lo, mid) : (mid, hi)
+            bit *= 2
+        }
+        // Back up the levels: send the finished segment, receive the partner's.
+        for (level, l) in levels.enumerated().reversed() {
+            let mid = l.lo + (l.hi - l.lo) / 2, half = mid - l.lo
+            let (have, get) = l.keepLow ? (l.lo, mid) : (mid, l.lo)
+            comm.exchange(UnsafeRawBufferPointer(start: work + have, count: half * stride), with: comm.rank ^ (1 << level),
+                          into: UnsafeMutableRawBufferPointer(start: work + get, count: half * stride))
+        }
+        mine.update(from: work, count: n)
     }
 
     /// a[i] = a[i] + b[i], element by element (no reassociation can change a lone addition).
