@@ -236,6 +236,7 @@ struct Train: ParsableCommand {
                     ("seconds", json(s.seconds)), ("step_ms", json(1e3 * s.stepSeconds)),
                     ("comm_wait_ms", json(1e3 * s.commWaitSeconds)), ("ranks", "\(comm.size)"),
                     ("bn", "\"\(config.syncBN && comm.size > 1 ? "sync" : "local")\""), ("model", "\"\(config.model)\""),
+                    ("micro_shards", config.deterministic ? "\(config.microShards)" : "null"),
                 ]
                 FileHandleOutput.stdout("{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
             }
