@@ -22,6 +22,8 @@ struct DetectBench: ParsableCommand {
     @Option(help: "Layers with at least this many input and output channels on output planes of at most 64 positions run on im2col + GEMM (a huge value: none).")
     var gemmMinChannels = Conv2d.gemmMinChannels
     @Flag(help: "After the timed steps, as many profiled ones: a table of time per layer (after the JSON line).") var profile = false
+    @Flag(help: "The deterministic mode's step: one micro-shard per image (as one rank of a job at one image per rank, or one process holding the whole batch).")
+    var deterministic = false
 
     func validate() throws {
         guard side >= 32, side % 32 == 0 else { throw ValidationError("--side must be a positive multiple of 32, got \(side)") }
@@ -57,17 +59,20 @@ struct DetectBench: ParsableCommand {
         let net = YOLONet(numClasses: classes, anchorsPerHead: 3, width: width, seed: seed)
         let loss = YOLOLoss(numClasses: classes, heads: heads)
         let opt = SGD(store: net.store, momentum: 0.9, weightDecay: 5e-4, noBiasDecay: true)
+        let dp = deterministic ? try DataParallel(store: net.store, state: net.state, norms: net.norms, comm: SingleProcessCommunicator(),
+                                                  microShards: batchSize) : nil
         var rng = SplitMix64(key: [seed, 0x4245_4E43])
         let x = Tensor(shape: [batchSize, 3, side, side])
         for i in 0..<x.count { x[i] = Float(rng.normal()) }
         let boxes = Self.boxes(batch: batchSize, side: side, classes: classes)
         var last = 0.0
         func step() {
-            net.store.zeroGrad()
+            if let dp { dp.beginStep() } else { net.store.zeroGrad() }
             let outs = net.forward(x, mode: .training)
             let lossOf = { loss.forward(outputs: outs, boxes: boxes, imageWidth: side, imageHeight: side, normalizer: batchSize).total }
             last = net.profiler.map { $0.measure("YOLOLoss forward and gradient", lossOf) } ?? lossOf()
             net.backward(loss.grads)
+            dp?.finishGradients()
             opt.step(lr: 0.001)
         }
         for _ in 0..<warmup { step() }
@@ -88,8 +93,9 @@ struct DetectBench: ParsableCommand {
         print("# tricks-detect training step, batch \(batchSize), 3×\(side)×\(side) (head grids \(cells)), width \(width), \(classes) classes, "
               + "threads \(threads), OpenBLAS kernels \(BLAS.coreName), kernels \(KernelISA.current), " + Conv2d.kernelSummary)
         print(String(format: "{\"side\":%d,\"batch\":%d,\"width\":%d,\"classes\":%d,\"threads\":%d,\"steps\":%d,\"median_ms\":%.2f,\"min_ms\":%.2f,\"p90_ms\":%.2f,"
-                     + "\"images_per_second\":%.1f,\"loss\":%.4f,\"kernels\":\"%@\"}", side, batchSize, width, classes, threads, steps,
-                     1e3 * median, 1e3 * times[0], 1e3 * p90, Double(batchSize) / median, last, KernelISA.current.description))
+                     + "\"images_per_second\":%.1f,\"loss\":%.4f,\"kernels\":\"%@\",\"deterministic\":%@}", side, batchSize, width, classes, threads, steps,
+                     1e3 * median, 1e3 * times[0], 1e3 * p90, Double(batchSize) / median, last, KernelISA.current.description,
+                     deterministic ? "true" : "false"))
         if profile {
             let prof = StepProfiler()
             net.profiler = prof
