@@ -38,6 +38,16 @@ final class DeterminismTests: XCTestCase {
             XCTAssertTrue(try Self.bytes(d + "/det\(np)/checkpoint.safetensors") == ckpt1, "np=\(np): checkpoint differs")
             XCTAssertEqual(try Self.loggedNumbers(d + "/det\(np)"), logged1, "np=\(np): logged losses or test metrics differ")
         }
+        // A run stopped after 4 steps at np=2 and resumed at np=4 ends where the others do.
+        var part = try MPITests.run(np: 2, base + ["--deterministic", "--max-steps", "4", "--out", d + "/part"])
+        XCTAssertEqual(part.status, 0, part.err)
+        var resume = base
+        if let i = resume.firstIndex(of: "--init") { resume.removeSubrange(i...(i + 1)) }
+        part = try MPITests.run(np: 4, resume + ["--deterministic", "--resume", d + "/part", "--out", d + "/resumed"])
+        XCTAssertEqual(part.status, 0, part.err)
+        XCTAssertTrue(part.out.contains("resumed from"), part.out)
+        XCTAssertTrue(try Self.bytes(d + "/resumed/model.safetensors") == model1, "stopped at np=2, resumed at np=4: model differs")
+        XCTAssertTrue(try Self.bytes(d + "/resumed/checkpoint.safetensors") == ckpt1, "stopped at np=2, resumed at np=4: checkpoint differs")
         // Over TCP, the transport between nodes, as over shared memory.
         let tcp = try MPITests.run(np: 4, base + ["--deterministic", "--out", d + "/tcp4"], mpiFlags: ["--mca", "btl", "tcp,self"])
         XCTAssertEqual(tcp.status, 0, tcp.err)
