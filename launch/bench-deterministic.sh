@@ -16,26 +16,33 @@ bin=.build/release/tricks-worker
 rounds="${ROUNDS:-5}"; steps="${STEPS:-20}"
 flags=(--oversubscribe -x OPENBLAS_NUM_THREADS=1 --bind-to none)
 [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%Y-%m-%d); TRICKS_ISA=${TRICKS_ISA:-the CPU's best}"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%Y-%m-%d); TRICKS_ISA=${TRICKS_ISA:-unset}"
 echo
-echo "resnet20 step, global batch 32, one thread per rank, $rounds interleaved rounds of $steps steps (median ms of each):"
-echo
-echo "| round | np | default ms | deterministic ms | ratio |"
-echo "|---:|---:|---:|---:|---:|"
-declare -A all
-for r in $(seq 1 "$rounds"); do
-  for np in 1 2; do
-    run() { mpirun "${flags[@]}" -np "$np" $bin bench --batch-size 32 --threads 1 --steps "$steps" --row "$@" | tail -n 1 | awk -F'|' '{gsub(/ /,"",$5); print $5}'; }
-    a=$(run); b=$(run --deterministic)
-    all[$np]+="$a $b "
-    echo "| $r | $np | $a | $b | $(awk -v a="$a" -v b="$b" 'BEGIN{printf "%.3f", b/a}') |"
+# One configuration: interleaved rounds of default and deterministic steps; per run the median
+# and the fastest step (the steadier figure on a shared machine).
+compare() {   # label, np, bench flags...
+  local label=$1 np=$2; shift 2
+  local def="" det="" r a b
+  echo "$label, np=$np, $rounds interleaved rounds of $steps steps (ms, median / fastest step of each run):"
+  echo
+  echo "| round | default | deterministic |"
+  echo "|---:|---:|---:|"
+  for r in $(seq 1 "$rounds"); do
+    a=$(mpirun "${flags[@]}" -np "$np" $bin bench "$@" --threads 1 --steps "$steps" --row | tail -n 1 | awk -F'|' '{gsub(/ /,""); print $5 "/" $6}')
+    b=$(mpirun "${flags[@]}" -np "$np" $bin bench "$@" --threads 1 --steps "$steps" --row --deterministic | tail -n 1 | awk -F'|' '{gsub(/ /,""); print $5 "/" $6}')
+    def+="$a"$'\n'; det+="$b"$'\n'
+    echo "| $r | $a | $b |"
   done
-done
-echo
-for np in 1 2; do
-  echo "np=$np: median of the rounds: $(echo ${all[$np]} | awk '{n=0; for(i=1;i<=NF;i+=2){d[n]=$i; t[n]=$(i+1); n++} asort(d); asort(t); m=int((n+1)/2); printf "default %.2f ms, deterministic %.2f ms, ratio %.3f", d[m], t[m], t[m]/d[m]}')"
-done
-echo
+  median() { printf '%s' "$1" | cut -d/ -f"$2" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+  local dm=$(median "$def" 1) tm=$(median "$det" 1) df=$(median "$def" 2) tf=$(median "$det" 2)
+  echo
+  echo "ratio deterministic / default: medians $tm / $dm = $(awk -v a="$dm" -v b="$tm" 'BEGIN{printf "%.3f", b/a}'), fastest steps $tf / $df = $(awk -v a="$df" -v b="$tf" 'BEGIN{printf "%.3f", b/a}')"
+  echo
+}
+compare "resnet20, global batch 32, 3×32×32 (4-image micro-shards)" 1 --batch-size 32
+compare "resnet20, global batch 32, 3×32×32 (4-image micro-shards)" 2 --batch-size 32
+compare "resnet20, global batch 32, 3×32×32, --micro-shards 4 (8-image micro-shards)" 1 --batch-size 32 --micro-shards 4
+compare "resnet20, global batch 64, 1×28×28 (the main job's shape; 8-image micro-shards)" 1 --batch-size 64 --channels 1 --size 28
 echo "Detector step at one image per rank (128 px, width 16, one thread):"
 echo
 for mode in "" --deterministic; do

@@ -166,6 +166,20 @@ public final class Conv2d: Layer {
         return winogradPlane(g) ? 2 : 0
     }
 
+    /// The weight gradient's tile for a call on `g.n` images. In the deterministic mode (the
+    /// gradients split into micro-shards) each shard's weight gradient is a call of its own on a
+    /// few images, where F(4×4, 3×3) pays its transform-domain sums per shard and, on planes up
+    /// to 8 wide, fills only part of each eight-image vector. There F(2×2, 3×3) (on planes whose
+    /// tiles fill whole vectors) or else the direct kernel run instead, as measured on resnet20
+    /// at shards of 4 images (docs/performance.md). A choice by shape alone, the same for every
+    /// number of ranks.
+    private func weightGradTile(_ g: ConvGeometry) -> Int {
+        let tile = winogradWgradTile(g)
+        guard tile == 4 && !weight.shardGrads.isEmpty else { return tile }
+        if Conv2d.winogradPlane(h: g.h, w: g.w) { return 2 }
+        return g.w <= 8 && g.n < 8 ? 0 : 4
+    }
+
     /// Winograd for every eligible pass of every layer (`true`: F(4×4, 3×3) where it applies,
     /// F(2×2, 3×3) elsewhere), or for none (`false`): all thresholds at once, for comparisons
     /// and tests. `tile` 2 keeps F(4×4, 3×3) off.
@@ -186,13 +200,13 @@ public final class Conv2d: Layer {
         var count = usesDirectPointwise
             ? tk_conv1x1_s2_scratch(Int32((g.n + workers - 1) / workers), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w))
             : tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride))
-        if winogradTile(g) == 2 || winogradWgradTile(g) == 2 {
+        if winogradTile(g) == 2 || weightGradTile(g) == 2 {
             count = max(count, tk_wino_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
         }
         if winogradTile(g) == 4 {
             count = max(count, tk_wino4_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
         }
-        if winogradWgradTile(g) == 4 {
+        if weightGradTile(g) == 4 {
             count = max(count, tk_wino4_wgrad_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
         }
         return (0..<workers).map { ws.scratch($0 == 0 ? 0 : $0 + 1, count: count) }
@@ -246,11 +260,7 @@ public final class Conv2d: Layer {
     /// in group order, which is exactly the arithmetic of one thread doing all groups.
     private func directWeightGrad(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ g: ConvGeometry,
                                   into dwOut: UnsafeMutablePointer<Float>) {
-        var tile = winogradWgradTile(g)
-        // A micro-shard of fewer than 8 images on planes up to 8 wide would fill part of each
-        // F(4×4, 3×3) octet and pay the whole transform-domain sum per shard: the direct kernel
-        // is faster there (a choice by shape alone, the same for any number of ranks).
-        if tile == 4 && !weight.shardGrads.isEmpty && g.w <= 8 && g.n < 8 { tile = 0 }
+        let tile = weightGradTile(g)
         if tile != 0 { return winogradWeightGrad(x, dy, g, tile: tile, into: dwOut) }
         let per = Int(tk_conv3x3_wgrad_group(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride)))
         let groups = (g.n + per - 1) / per
