@@ -42,6 +42,7 @@ compare() {   # label, np, bench flags...
 compare "resnet20, global batch 32, 3×32×32 (4-image micro-shards)" 1 --batch-size 32
 compare "resnet20, global batch 32, 3×32×32 (4-image micro-shards)" 2 --batch-size 32
 compare "resnet20, global batch 32, 3×32×32, --micro-shards 4 (8-image micro-shards)" 1 --batch-size 32 --micro-shards 4
+compare "resnet20, global batch 32, 3×32×32, --micro-shards 1 (one 32-image shard: the rank of an N-rank job with S = N)" 1 --batch-size 32 --micro-shards 1
 compare "resnet20, global batch 64, 1×28×28 (the main job's shape; 8-image micro-shards)" 1 --batch-size 64 --channels 1 --size 28
 echo "Detector step at one image per rank (128 px, width 16, one thread):"
 echo

@@ -167,17 +167,17 @@ public final class Conv2d: Layer {
     }
 
     /// The weight gradient's tile for a call on `g.n` images. In the deterministic mode (the
-    /// gradients split into micro-shards) each shard's weight gradient is a call of its own on a
-    /// few images, where F(4×4, 3×3) pays its transform-domain sums per shard and, on planes up
-    /// to 8 wide, fills only part of each eight-image vector. There F(2×2, 3×3) (on planes whose
-    /// tiles fill whole vectors) or else the direct kernel run instead, as measured on resnet20
-    /// at shards of 4 images (docs/performance.md). A choice by shape alone, the same for every
-    /// number of ranks.
+    /// gradients split into micro-shards) each shard's weight gradient is a call of its own. On
+    /// fewer than 8 images F(4×4, 3×3) pays its transform-domain sums per shard and, on planes
+    /// up to 8 wide, fills only part of each eight-image vector; there F(2×2, 3×3) (on planes
+    /// whose tiles fill whole vectors) or else the direct kernel run instead, as measured on
+    /// resnet20 at shards of 4 images (docs/performance.md). A choice by shape alone, the same
+    /// for every number of ranks.
     private func weightGradTile(_ g: ConvGeometry) -> Int {
         let tile = winogradWgradTile(g)
-        guard tile == 4 && !weight.shardGrads.isEmpty else { return tile }
+        guard tile == 4 && !weight.shardGrads.isEmpty && g.n < 8 else { return tile }
         if Conv2d.winogradPlane(h: g.h, w: g.w) { return 2 }
-        return g.w <= 8 && g.n < 8 ? 0 : 4
+        return g.w <= 8 ? 0 : 4
     }
 
     /// Winograd for every eligible pass of every layer (`true`: F(4×4, 3×3) where it applies,
