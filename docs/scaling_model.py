@@ -17,8 +17,8 @@ beta: seconds per byte, including the addition that follows). With p = log2(N):
       exposed is what exceeds OVERLAP of the compute time, and never less than the last bucket.
   deterministic mode
     SyncBatchNorm: the same exchanges along the fixed tree: p (alpha + n beta) each.
-    gradients: recursive doubling of the whole buffer along the tree after backward, not
-      overlapped: p (alpha + G beta).
+    gradients: recursive halving and doubling along the tree after backward, not overlapped:
+      2 p alpha + 2 (N-1)/N G beta.
     loss: one 8-byte tree sum: p alpha.
 
 Scaling efficiency (weak scaling, a fixed batch per rank) = compute / (compute + exposed comm).
@@ -27,26 +27,31 @@ import math
 import re
 import sys
 
-# Fitted to `launch/comm-bench.sh` on the machine and date docs/scaling.md names (2 ranks, one node):
+# The exchange-and-add of the fixed-order tree between 2 ranks on one node, fitted with --fit to
+# two runs of `launch/bench-deterministic.sh` (2026-12-03, 2-core AMD EPYC), the mean of the two:
 # alpha in seconds, beta in seconds per byte.
-SHM = dict(alpha=None, beta=None)
-TCP_LOOPBACK = dict(alpha=None, beta=None)
+SHM = dict(alpha=0.42e-6, beta=0.46e-9)            # runs: 0.29 and 0.56 us; 0.31 and 0.60 ns/B
+TCP_LOOPBACK = dict(alpha=9.8e-6, beta=0.74e-9)     # runs: 10.26 and 9.30 us; 0.67 and 0.81 ns/B
 
-# Networks between nodes: beta from the line rate; alpha = the TCP stack's cost measured on loopback
-# plus an assumed wire and switch latency (10 us for 10 Gb/s Ethernet, 3 us for a 100 Gb/s fabric).
+# Networks between nodes. alpha: the TCP stack's cost measured on loopback plus an assumed wire
+# and switch latency (10 us for 10 Gb/s Ethernet, 3 us for a 100 Gb/s fabric). beta: the slower
+# of the line rate and the software's own rate on loopback (copies and the addition; on this CPU
+# 1.35 GB/s, so TCP cannot fill 100 Gb/s: an RDMA transport would, and is not modelled).
 def networks():
-    a = TCP_LOOPBACK["alpha"]
-    return [("10 Gb/s", dict(alpha=a + 10e-6, beta=8 / 10e9 + TCP_LOOPBACK["add"])),
-            ("100 Gb/s", dict(alpha=a + 3e-6, beta=8 / 100e9 + TCP_LOOPBACK["add"]))]
+    a, b = TCP_LOOPBACK["alpha"], TCP_LOOPBACK["beta"]
+    return [("10 Gb/s", dict(alpha=a + 10e-6, beta=max(8 / 10e9, b))),
+            ("100 Gb/s", dict(alpha=a + 3e-6, beta=max(8 / 100e9, b)))]
 
-# Compute per step and rank, measured (release build, one thread per rank): seconds, default and
-# deterministic mode.
+# Compute per step and rank, measured (release build, one thread per rank, 2026-12-03): seconds,
+# default and deterministic mode with one micro-shard per rank (S = N): resnet20 from
+# launch/bench-deterministic.sh (fastest steps, medians over 7 rounds; --micro-shards 1 at 1.025x),
+# the detector from tricks-detect bench --batch-size 1 (medians).
 MODELS = {
     "resnet20, 32 images/rank": dict(
-        compute=None, compute_det=None, grad_bytes=4 * 272_474,
+        compute=61.4e-3, compute_det=62.9e-3, grad_bytes=4 * 272_474,
         bn_channels=[16] * 7 + [32] * 7 + [64] * 7),
     "detector, 1 image/rank (128 px)": dict(
-        compute=None, compute_det=None, grad_bytes=4 * 2_946_135,
+        compute=30.7e-3, compute_det=31.4e-3, grad_bytes=4 * 2_946_135,
         bn_channels=[16, 32, 32, 32, 32, 32, 64, 64, 64, 64, 64, 64, 128, 128, 128, 128, 128]
         + [256] * 7),
 }
@@ -70,7 +75,7 @@ def step(model, net, N, deterministic, bn_group=None):
     if deterministic:
         compute = m["compute_det"]
         bn = bn_time(net, m["bn_channels"], p)
-        grad = p * msg(net, G)
+        grad = 2 * p * net["alpha"] + 2 * (N - 1) / N * G * net["beta"]
         loss = p * net["alpha"]
         comm = bn + grad + loss
     else:

@@ -41,6 +41,7 @@ compare() {   # label, np, bench flags...
 }
 compare "resnet20, global batch 32, 3×32×32 (4-image micro-shards)" 1 --batch-size 32
 compare "resnet20, global batch 32, 3×32×32 (4-image micro-shards)" 2 --batch-size 32
+[ "${ONLY_TARGET:-0}" = 1 ] && exit 0   # ONLY_TARGET=1: the two configurations of the cost target
 compare "resnet20, global batch 32, 3×32×32, --micro-shards 4 (8-image micro-shards)" 1 --batch-size 32 --micro-shards 4
 compare "resnet20, global batch 32, 3×32×32, --micro-shards 1 (one 32-image shard: the rank of an N-rank job with S = N)" 1 --batch-size 32 --micro-shards 1
 compare "resnet20, global batch 64, 1×28×28 (the main job's shape; 8-image micro-shards)" 1 --batch-size 64 --channels 1 --size 28
@@ -50,6 +51,7 @@ for mode in "" --deterministic; do
   .build/release/tricks-detect bench --batch-size 1 --steps "$steps" $mode | tail -n 1
 done
 echo
+[ "${COMM:-1}" = 0 ] && exit 0   # COMM=0: the steps only
 for transport in shm tcp; do
   extra=(); [ "$transport" = tcp ] && extra=(--mca btl tcp,self)
   for np in 2 4 8; do
