@@ -65,6 +65,10 @@ public final class DataParallel {
     }
     /// The deterministic mode's micro-shards, or nil.
     public let microShards: MicroShards?
+    /// The deterministic mode: each parameter's index in the store, and whether its shards have
+    /// been added this step (by `gradientsReady`, while they are still in cache).
+    private var parameterIndex: [ObjectIdentifier: Int] = [:]
+    private var shardsAdded: [Bool] = []
 
     /// - Parameters:
     ///   - store, state, norms: the model's parameters, its state (parameters and buffers, in a
@@ -86,6 +90,8 @@ public final class DataParallel {
             self.microShards = ms
             store.splitGradients(shards: ms.local)
             norms.forEach { $0.group = nil; $0.shards = ms }
+            for (i, p) in store.parameters.enumerated() { parameterIndex[ObjectIdentifier(p)] = i }
+            shardsAdded = [Bool](repeating: false, count: store.parameters.count)
             normMode = .deterministic(ranks: comm.size, shards: S)
             reducer = GradientReducer(store: store, comm: comm, bucketBytes: bucketBytes)
             if broadcast { broadcastState() }
@@ -123,8 +129,19 @@ public final class DataParallel {
 
     /// The closure to give a model's backward pass (`gradientsReady`).
     public var hook: ([Parameter]) -> Void {
-        if microShards != nil { return { _ in } }   // reduced after backward, in tree order
+        if microShards != nil { return { [weak self] in self?.addShards($0) } }
         return { [reducer] in reducer.gradientsReady($0) }
+    }
+
+    /// The deterministic mode: adds the finished parameters' micro-shard gradients along this
+    /// rank's subtree now, while they are in cache (the ranks' levels follow in `finishGradients`).
+    private func addShards(_ params: [Parameter]) {
+        guard let ms = microShards, ms.local > 1 else { return }
+        for p in params {
+            guard let i = parameterIndex[ObjectIdentifier(p)], !shardsAdded[i] else { continue }
+            MicroShards.localTree(p.shardGrads, p.count)
+            shardsAdded[i] = true
+        }
     }
 
     /// Copies rank 0's parameters and buffers to every rank.
@@ -145,10 +162,13 @@ public final class DataParallel {
     public func beginStep() {
         store.zeroGrad()
         reducer.beginStep()
+        if !shardsAdded.isEmpty { shardsAdded = [Bool](repeating: false, count: shardsAdded.count) }
     }
 
     /// Records that `params`' gradients are final (called from the backward pass).
-    public func gradientsReady(_ params: [Parameter]) { if microShards == nil { reducer.gradientsReady(params) } }
+    public func gradientsReady(_ params: [Parameter]) {
+        if microShards != nil { addShards(params) } else { reducer.gradientsReady(params) }
+    }
 
     /// Sums every gradient over the ranks (starting buckets not started yet) and waits; with
     /// `average`, divides by the number of ranks. Returns the seconds spent waiting.
@@ -157,8 +177,9 @@ public final class DataParallel {
         let t = DispatchTime.now().uptimeNanoseconds
         if let ms = microShards {
             precondition(!average, "the deterministic mode sums gradients; divide the loss by the global batch instead of averaging")
+            addShards(store.parameters)   // those the backward pass did not report
             comm.label("gradients, fixed order")
-            ms.sum(ms.local == 1 ? [store.grads] : store.shardGradBuffers, count: store.count)
+            ms.sumAcrossRanks(store.grads, count: store.count)
             return Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9
         }
         reducer.finish()

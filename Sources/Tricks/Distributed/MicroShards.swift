@@ -58,18 +58,30 @@ public final class MicroShards {
 
     private func treeSum<T: BinaryFloatingPoint>(_ parts: [UnsafeMutablePointer<T>], _ n: Int) {
         precondition(parts.count == local, "\(parts.count) partial results for \(local) local shards")
-        // This rank's subtree: level by level, each pair's right child added into its left.
+        MicroShards.localTree(parts, n)
+        sumAcrossRanks(parts[0], count: n)
+    }
+
+    /// This rank's subtree: level by level, each pair's right child added into its left; the
+    /// subtree's sum lands in `parts[0]`. (Element by element, so a parameter's slice of the
+    /// gradient buffers can be added alone, while it is still in cache.)
+    public static func localTree<T: BinaryFloatingPoint>(_ parts: [UnsafeMutablePointer<T>], _ n: Int) {
         var width = 1
         while width < parts.count {
             for i in stride(from: 0, to: parts.count, by: 2 * width) { MicroShards.add(parts[i], parts[i + width], n) }
             width *= 2
         }
-        // The levels above it: the sibling subtree lives on the rank whose index differs in one bit.
+    }
+
+    /// The levels of the tree above the ranks' subtrees: `sum` once every rank holds its
+    /// subtree's sum in `buffer`.
+    public func sumAcrossRanks<T: BinaryFloatingPoint>(_ buffer: UnsafeMutablePointer<T>, count n: Int) {
+        // The sibling subtree lives on the rank whose index differs in one bit.
         guard comm.size > 1 else { return }
         if n * MemoryLayout<T>.stride >= MicroShards.halvingMinBytes && n >= comm.size {
-            halvingDoubling(parts[0], n)
+            halvingDoubling(buffer, n)
         } else {
-            recursiveDoubling(parts[0], n)
+            recursiveDoubling(buffer, n)
         }
     }
 
