@@ -61,4 +61,52 @@ final class CheckpointTests: XCTestCase {
         try Data("not a checkpoint at all".utf8).write(to: URL(fileURLWithPath: path))
         XCTAssertThrowsError(try SafeTensors.load(path, into: b.state))
     }
+
+    /// A run killed with SIGKILL while it writes a checkpoint (the bytes go to
+    /// `checkpoint.safetensors.tmp-PID`, then a rename) leaves the previous checkpoint complete;
+    /// resuming from it ends with the model and checkpoint of an uninterrupted run, byte for
+    /// byte, and removes the killed writer's temporary file.
+    func testKilledWhileWritingCheckpointResumesBitExact() throws {
+        let d = try tempDir()
+        try TrainingTests.writeToyNPZ(d + "/toy.npz")
+        let args = ["train", "--data", d + "/toy.npz", "--model", "resnet8", "--batch-size", "16", "--epochs", "4",
+                    "--checkpoint-every", "1", "--log-every", "1000", "--augment", "standard"]
+        let straight = try CLITests.run(args + ["--out", d + "/straight"])
+        XCTAssertEqual(straight.status, 0, straight.err)
+        // Every step writes a checkpoint; kill as soon as a temporary file is there beside an
+        // earlier checkpoint. A kill that lands just after the rename leaves no temporary file
+        // and is tried again.
+        let out = d + "/out"
+        func temporaries() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []).filter { $0.hasPrefix("checkpoint.safetensors.tmp-") }
+        }
+        var left: [String] = []
+        for _ in 0..<10 where left.isEmpty {
+            try? FileManager.default.removeItem(atPath: out)
+            let p = try CLITests.launch(args + ["--out", out])
+            let start = Date()
+            while p.isRunning && Date().timeIntervalSince(start) < 30 {
+                if !temporaries().isEmpty && FileManager.default.fileExists(atPath: out + "/checkpoint.safetensors") {
+                    kill(p.processIdentifier, SIGKILL)
+                    break
+                }
+            }
+            p.waitUntilExit()
+            if p.terminationReason == .uncaughtSignal { left = temporaries() }
+        }
+        XCTAssertEqual(left.count, 1, "no kill landed during a checkpoint write in 10 tries")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/model.safetensors"))
+        // The checkpoint there is whole and loads.
+        let net = ResNet(depth: 8, inChannels: 1, numClasses: 3)
+        let info = try TrainingCheckpoint.load(dir: out, model: net, optimizer: SGD(store: net.store))
+        XCTAssertGreaterThan(info.step, 0)
+        XCTAssertLessThan(info.step, 24)
+        let r = try CLITests.run(args + ["--out", out, "--resume", out])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("resumed from \(out) at step \(info.step)"), r.out)
+        for f in ["model.safetensors", "checkpoint.safetensors"] {
+            XCTAssertEqual(FileManager.default.contents(atPath: out + "/" + f), FileManager.default.contents(atPath: d + "/straight/" + f), f)
+        }
+        XCTAssertEqual(temporaries(), [], "the killed run's temporary file is still there")
+    }
 }

@@ -123,7 +123,9 @@ public enum SafeTensors {
     }
 
     /// Writes `data` to `path` atomically: a temporary file in the same directory, then rename.
+    /// First removes the temporary files of `path` left by writers that no longer run.
     public static func writeAtomically(_ data: Data, to path: String) throws {
+        removeStaleTemporaries(of: path)
         let tmp = path + ".tmp-\(getpid())"
         // A failed write (a full disk, say) removes the temporary file and leaves `path` as it was.
         func fail(_ what: String) -> TricksError {
@@ -146,6 +148,21 @@ public enum SafeTensors {
         guard ok, fsync(fd) == 0 else { let e = fail("write \(path) (\(written) of \(data.count) bytes)"); close(fd); throw e }
         guard close(fd) == 0 else { throw fail("write \(path)") }
         if rename(tmp, path) != 0 { throw fail("rename \(tmp) to \(path)") }
+    }
+
+    /// Removes `path.tmp-PID` files whose process no longer runs on this machine: what a writer
+    /// killed mid-write (SIGKILL, a lost node) leaves. `path` itself is untouched by such a kill,
+    /// but the next run has another PID and would never replace the file, and each is as large as
+    /// `path`. A temporary file of a live process, this one's or another's, is left alone.
+    static func removeStaleTemporaries(of path: String) {
+        let dir = (path as NSString).deletingLastPathComponent
+        let prefix = (path as NSString).lastPathComponent + ".tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir.isEmpty ? "." : dir) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            guard let pid = pid_t(name.dropFirst(prefix.count)), pid > 0, pid != getpid(),
+                  kill(pid, 0) != 0, errno == ESRCH else { continue }
+            unlink((dir as NSString).appendingPathComponent(name))
+        }
     }
 
     /// Saves a model's state dict.
