@@ -66,6 +66,31 @@ final class CheckpointTests: XCTestCase {
     /// `checkpoint.safetensors.tmp-PID`, then a rename) leaves the previous checkpoint complete;
     /// resuming from it ends with the model and checkpoint of an uninterrupted run, byte for
     /// byte, and removes the killed writer's temporary file.
+    /// A killed writer not yet reaped is a zombie: it still answers kill(pid, 0), but its
+    /// temporary files are stale all the same.
+    func testZombieWriterCountsAsGone() throws {
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
+        defer { argv.forEach { free($0) } }
+        XCTAssertEqual(posix_spawn(&pid, "/bin/true", nil, nil, argv, environ), 0)
+        var state = ""
+        for _ in 0..<200 {   // until it has exited (and, unreaped, become a zombie)
+            usleep(10_000)
+            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+               let close = stat.lastIndex(of: ")") {
+                state = String(stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).prefix(1))
+                if state == "Z" { break }
+            }
+        }
+        XCTAssertEqual(state, "Z")
+        XCTAssertEqual(kill(pid, 0), 0, "a zombie still answers kill(pid, 0)")
+        XCTAssertFalse(SafeTensors.isRunning(pid))
+        XCTAssertTrue(SafeTensors.isRunning(getpid()))
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        XCTAssertFalse(SafeTensors.isRunning(pid))
+    }
+
     func testKilledWhileWritingCheckpointResumesBitExact() throws {
         let d = try tempDir()
         try TrainingTests.writeToyNPZ(d + "/toy.npz")

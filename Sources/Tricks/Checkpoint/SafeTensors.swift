@@ -159,10 +159,20 @@ public enum SafeTensors {
         let prefix = (path as NSString).lastPathComponent + ".tmp-"
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir.isEmpty ? "." : dir) else { return }
         for name in names where name.hasPrefix(prefix) {
-            guard let pid = pid_t(name.dropFirst(prefix.count)), pid > 0, pid != getpid(),
-                  kill(pid, 0) != 0, errno == ESRCH else { continue }
+            guard let pid = pid_t(name.dropFirst(prefix.count)), pid > 0, pid != getpid(), !isRunning(pid) else { continue }
             unlink((dir as NSString).appendingPathComponent(name))
         }
+    }
+
+    /// Whether process `pid` runs on this machine: it exists and is not a zombie (a killed
+    /// writer not yet reaped by its parent still answers `kill(pid, 0)`).
+    static func isRunning(_ pid: pid_t) -> Bool {
+        if kill(pid, 0) != 0 && errno == ESRCH { return false }
+        // /proc/PID/stat: "PID (command) STATE …"; the command may hold spaces and parentheses.
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+        return state != "Z" && state != "X"
     }
 
     /// Saves a model's state dict.
