@@ -31,19 +31,7 @@ bin=.build/release/tricks-worker
 
 rm -rf "$dir"; mkdir -p "$dir"
 # The first 1,024 training and 256 test images of Fashion-MNIST, as IDX files.
-python3 - "$dir/data" 1024 256 <<'EOF'
-import gzip, os, struct, sys
-src, dst, ntrain, ntest = "/usr/share/datasets/fashion-mnist", sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-os.makedirs(dst, exist_ok=True)
-for prefix, n in (("train", ntrain), ("t10k", ntest)):
-    for kind, dims in (("images-idx3-ubyte", 3), ("labels-idx1-ubyte", 1)):
-        with gzip.open(f"{src}/{prefix}-{kind}.gz") as f: b = f.read()
-        shape = struct.unpack(">" + "I" * dims, b[4:4 + 4 * dims])
-        per = 1
-        for s in shape[1:]: per *= s
-        head = 4 + 4 * dims
-        open(f"{dst}/{prefix}-{kind}", "wb").write(b[:4] + struct.pack(">I", n) + b[8:head] + b[head:head + n * per])
-EOF
+python3 launch/fashion-subset.py "$dir/data" 1024 256
 
 flags=(-np "$np" -x OPENBLAS_NUM_THREADS=1 --bind-to none)
 [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
