@@ -101,13 +101,8 @@ final class DeterminismTests: XCTestCase {
         let common = ["train", "--data", d + "/scenes", "--batch-size", "8", "--epochs", "1", "--width", "4",
                       "--data-shape", "64", "--random-shapes", "32,64,96", "--shape-every", "1", "--mixup", "1.5",
                       "--label-smoothing", "--threads", "1", "--lr", "0.05", "--log-every", "1", "--seed", "4"]
-        func run(np: Int, _ extra: [String]) throws -> (status: Int32, err: String) {
-            let o = Pipe(), e = Pipe()
-            let p = try MPITests.launch(np: np, common + extra, stdout: o, stderr: e, program: detect)
-            _ = o.fileHandleForReading.readDataToEndOfFile()
-            let err = String(decoding: e.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, err)
+        func run(np: Int, _ extra: [String]) throws -> (status: Int32, out: String, err: String) {
+            try MPITests.run(np: np, common + extra, program: detect)
         }
         /// The progress and evaluation lines without throughput and time.
         func logged(_ err: String) -> [String] {

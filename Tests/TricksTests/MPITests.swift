@@ -24,9 +24,10 @@ final class MPITests: XCTestCase {
         return p
     }
 
-    static func run(np: Int, _ args: [String], mpiFlags: [String] = []) throws -> (status: Int32, out: String, err: String) {
+    static func run(np: Int, _ args: [String], program: String = CLITests.binary,
+                    mpiFlags: [String] = []) throws -> (status: Int32, out: String, err: String) {
         let o = Pipe(), e = Pipe()
-        let p = try launch(np: np, args, stdout: o, stderr: e, mpiFlags: mpiFlags)
+        let p = try launch(np: np, args, stdout: o, stderr: e, program: program, mpiFlags: mpiFlags)
         let out = o.fileHandleForReading.readDataToEndOfFile(), err = e.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
@@ -260,12 +261,8 @@ extension MPITests {
                 p.waitUntilExit()
                 return (p.terminationStatus, err)
             }
-            let o = Pipe(), e = Pipe()
-            let p = try Self.launch(np: np, common + extra, stdout: o, stderr: e, program: detect)
-            _ = o.fileHandleForReading.readDataToEndOfFile()
-            let err = String(decoding: e.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, err)
+            let r = try Self.run(np: np, common + extra, program: detect)
+            return (r.status, r.err)
         }
         var r = try run(np: 1, ["--out", d + "/one"])
         XCTAssertEqual(r.0, 0, r.1)

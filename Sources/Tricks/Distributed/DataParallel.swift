@@ -82,8 +82,12 @@ public final class DataParallel {
                 syncBatchNorm: Bool = true, bnGroupSize: Int? = nil, bucketBytes: Int = 256 * 1024,
                 broadcast: Bool = true, microShards: Int? = nil) throws {
         self.comm = comm; self.store = store; self.state = state; self.norms = norms
+        let k = bnGroupSize ?? comm.size
+        if microShards == nil, let g = bnGroupSize, !(g > 0 && comm.size % g == 0) {
+            throw TricksError.invalidArgument("--bn-group-size \(g) does not divide the number of ranks \(comm.size)")
+        }
         if let S = microShards {
-            guard syncBatchNorm && (bnGroupSize ?? comm.size) == comm.size else {
+            guard syncBatchNorm && k == comm.size else {
                 throw TricksError.invalidArgument("--deterministic needs BatchNorm synchronized over all ranks (--bn sync, no --bn-group-size)")
             }
             let ms = try MicroShards(count: S, comm: comm)
@@ -93,25 +97,17 @@ public final class DataParallel {
             for (i, p) in store.parameters.enumerated() { parameterIndex[ObjectIdentifier(p)] = i }
             shardsAdded = [Bool](repeating: false, count: store.parameters.count)
             normMode = .deterministic(ranks: comm.size, shards: S)
-            reducer = GradientReducer(store: store, comm: comm, bucketBytes: bucketBytes)
-            if broadcast { broadcastState() }
-            return
-        }
-        self.microShards = nil
-        if let k = bnGroupSize {
-            guard k > 0, comm.size % k == 0 else {
-                throw TricksError.invalidArgument("--bn-group-size \(k) does not divide the number of ranks \(comm.size)")
-            }
-        }
-        let k = bnGroupSize ?? comm.size
-        if comm.size == 1 {
+        } else if comm.size == 1 {
+            self.microShards = nil
             normMode = .single
             norms.forEach { $0.group = nil }
         } else if syncBatchNorm && k > 1 {
+            self.microShards = nil
             let group = comm.subgroup(size: k)
             norms.forEach { $0.group = group }
             normMode = .sync(ranks: k)
         } else {
+            self.microShards = nil
             norms.forEach { $0.group = nil }
             normMode = .local
         }
@@ -162,7 +158,7 @@ public final class DataParallel {
     public func beginStep() {
         store.zeroGrad()
         reducer.beginStep()
-        if !shardsAdded.isEmpty { shardsAdded = [Bool](repeating: false, count: shardsAdded.count) }
+        for i in shardsAdded.indices { shardsAdded[i] = false }
     }
 
     /// Records that `params`' gradients are final (called from the backward pass).

@@ -162,14 +162,11 @@ public final class MicroShards {
     /// rank and for any number of ranks (the loss and the metrics of the deterministic mode).
     public func batchSum(_ values: [Double]) -> Double {
         let m = shardSize(values.count)
-        let parts = (0..<local).map { s in
-            let p = UnsafeMutablePointer<Double>.allocate(capacity: 1)
-            p.pointee = values[s * m..<(s + 1) * m].reduce(0, +)
-            return p
+        var parts = (0..<local).map { s in values[s * m..<(s + 1) * m].reduce(0, +) }
+        return parts.withUnsafeMutableBufferPointer { p in
+            sum((0..<local).map { p.baseAddress! + $0 }, count: 1)
+            return p[0]
         }
-        defer { parts.forEach { $0.deallocate() } }
-        sum(parts, count: 1)
-        return parts[0].pointee
     }
 
     /// Splits `n` samples of this rank into its `local` shards: shard s is `s·m ..< (s+1)·m`.

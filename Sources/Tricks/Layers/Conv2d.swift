@@ -218,12 +218,12 @@ public final class Conv2d: Layer {
     /// Output (or, with `transposed`, input gradient) through the direct kernels (3×3, or 1×1
     /// stride 2), images split over threads; every image is computed alone, so the thread count never changes a bit.
     private func directPass(_ src: UnsafePointer<Float>, _ g: ConvGeometry, transposed: Bool,
-                            _ dst: UnsafeMutablePointer<Float>, transform: Bool = true) {
+                            _ dst: UnsafeMutablePointer<Float>) {
         let workers = directWorkers(g.n), scratch = directScratch(g, workers: workers)
         let (cin, cout) = transposed ? (outChannels, g.c) : (g.c, outChannels)
         let (srcPlane, dstPlane) = transposed ? (g.oh * g.ow, g.h * g.w) : (g.h * g.w, g.oh * g.ow)
         let tile = winogradTile(g)
-        if tile != 0 && transform {
+        if tile != 0 {
             transformed.resize([(tile == 4 ? 36 : 16) * inChannels * outChannels])
             let transform = tile == 4 ? tk_wino4_weights : tk_wino_weights
             let rows = transposed ? outChannels : inChannels, parts = directWorkers(rows)
@@ -429,7 +429,7 @@ public final class Conv2d: Layer {
         dx.resize(x.shape)
         if g.n == 0 || g.oh * g.ow == 0 { dx.zero(); return dx }
         let (k, m) = shardSplit(g.n)
-        if k == 1 { backwardPart(x.data, dyT.data, g, dx.data, dw: weight.grad, first: true); return dx }
+        if k == 1 { backwardPart(x.data, dyT.data, g, dx.data, dw: weight.grad); return dx }
         var gs = g
         gs.n = m
         let inSize = g.c * g.h * g.w, outSize = outChannels * g.oh * g.ow
@@ -438,16 +438,15 @@ public final class Conv2d: Layer {
         let wholeInputGrad = (usesDirectPointwise || (usesDirectKernel && usesDirectInputGrad)) && !gemmTakes(g)
         for (s, dw) in weight.shardGrads.enumerated() {
             backwardPart(x.data + s * m * inSize, dyT.data + s * m * outSize, gs, dx.data + s * m * inSize, dw: dw,
-                         first: s == 0, inputGrad: !wholeInputGrad)
+                         inputGrad: !wholeInputGrad)
         }
         if wholeInputGrad && needsInputGrad { directPass(dyT.data, g, transposed: true, dx.data) }
         return dx
     }
 
-    /// Weight gradient (added into `dw`) and input gradient of `g.n` images; `first` is false
-    /// for later micro-shards of one pass, which reuse the Winograd transform of the weight.
+    /// Weight gradient (added into `dw`) and, with `inputGrad`, input gradient of `g.n` images.
     private func backwardPart(_ x: UnsafePointer<Float>, _ dyp: UnsafePointer<Float>, _ g: ConvGeometry,
-                              _ dxp: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>, first: Bool,
+                              _ dxp: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>,
                               inputGrad: Bool = true) {
         let K = g.rows, plane = g.oh * g.ow, chunk = chunkSize(g)
         let direct = usesDirectKernel && !gemmTakes(g)
@@ -469,7 +468,7 @@ public final class Conv2d: Layer {
         }
         if direct {
             directWeightGrad(x, dyp, g, into: dw)
-            if needsInputGrad && usesDirectInputGrad && inputGrad { directPass(dyp, g, transposed: true, dxp, transform: first) }
+            if needsInputGrad && usesDirectInputGrad && inputGrad { directPass(dyp, g, transposed: true, dxp) }
             if !needsInputGrad || usesDirectInputGrad { return }
         }
         let col = ws.scratch(0, count: K * chunk * plane)
