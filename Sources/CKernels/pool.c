@@ -37,6 +37,9 @@ static _Atomic(tk_task_fn) job_fn;
 static _Atomic(void *) job_ctx;
 static _Atomic int job_count;
 static _Thread_local int inside = 0;
+static _Thread_local int self_index = 0;                    /* 0: a caller; workers 1, 2, … */
+
+int tk_thread_index(void) { return self_index; }
 
 static long now_ns(void) {
     struct timespec t;
@@ -67,6 +70,7 @@ static void *worker(void *arg) {
     int id = (int)(long)arg;
     unsigned long seen = atomic_load_explicit(&ticket, memory_order_acquire) >> 32;
     inside = 1;
+    self_index = id + 1;
     for (;;) {
         long idle_since = now_ns();
         unsigned long g;

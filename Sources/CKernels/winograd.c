@@ -170,6 +170,7 @@ size_t tk_wino_scratch(int cin, int cout, int h, int w) {
 
 /* t[ξ] = (G k Gᵀ)_ξ for 16 kernels at once, k[i] holding tap i of each. */
 INLINE void kernel_transform16(const v16 *k, v16 *t) {
+#pragma clang fp contract(off)
     v16 r[4][3];
     for (int j = 0; j < 3; j++) {
         v16 a = k[j], b = k[3 + j], c = k[6 + j];
@@ -183,6 +184,7 @@ INLINE void kernel_transform16(const v16 *k, v16 *t) {
 
 /* t[6j + k] = (G k Gᵀ)[j][k] for 16 kernels at once, k[i] holding tap i of each. */
 INLINE void kernel_transform16_4(const v16 *k, v16 *t) {
+#pragma clang fp contract(off)
     v16 r[6][3];
     for (int j = 0; j < 3; j++) {
         v16 a = k[j], b = k[3 + j], c = k[6 + j];
@@ -211,12 +213,17 @@ INLINE void weights_impl(const int X, const float *weight, int cout, int cin, in
     for (int kidx = k0; kidx < k1 && kidx < K; kidx++)
         for (int n0 = 0; n0 < N; n0 += 16) {
             int lanes = N - n0 < 16 ? N - n0 : 16;
-            float taps[9][16] __attribute__((aligned(64))) = {{0}};
-            for (int l = 0; l < lanes; l++) {
-                int co = flip ? kidx : n0 + l, ci = flip ? n0 + l : kidx;
-                const float *k = weight + ((size_t)co * cin + ci) * 9;
-                for (int i = 0; i < 9; i++) taps[i][l] = flip ? k[8 - i] : k[i];
-            }
+            float taps[9][16] __attribute__((aligned(64)));
+            if (lanes < 16) memset(taps, 0, sizeof taps);
+            /* lane l's kernel: forward w[n0 + l][kidx], flipped w[kidx][n0 + l] rotated 180° */
+            const float *k = weight + (flip ? ((size_t)kidx * cin + n0) * 9 : ((size_t)n0 * cin + kidx) * 9);
+            size_t step = flip ? 9 : (size_t)cin * 9;
+            if (flip)
+                for (int l = 0; l < lanes; l++, k += step)
+                    for (int i = 0; i < 9; i++) taps[i][l] = k[8 - i];
+            else
+                for (int l = 0; l < lanes; l++, k += step)
+                    for (int i = 0; i < 9; i++) taps[i][l] = k[i];
             v16 kv[9], t[36];
             for (int i = 0; i < 9; i++) kv[i] = LD(taps[i]);
             if (X == 16) kernel_transform16(kv, t); else kernel_transform16_4(kv, t);
@@ -228,8 +235,27 @@ INLINE void weights_impl(const int X, const float *weight, int cout, int cin, in
         }
 }
 
+/* The weight transforms and the weight gradient's last step run once per layer and step on
+ * every kernel, so they are compiled per instruction set too (without multiply-add contraction:
+ * the same bits as the portable code, whichever set runs). */
+#define ISA_DISPATCH(name, params, args)                                                             \
+    AVX512 static void name##_avx512 params { name##_body args; }                                    \
+    AVX2_W static void name##_avx2 params { name##_body args; }                                      \
+    static void name##_portable params { name##_body args; }                                         \
+    static void name##_run params {                                                                  \
+        switch (tk_isa()) {                                                                          \
+        case TK_ISA_AVX512: name##_avx512 args; return;                                              \
+        case TK_ISA_AVX2: name##_avx2 args; return;                                                  \
+        default: name##_portable args; return;                                                       \
+        }                                                                                            \
+    }
+#define WEIGHTS_PARAMS (const int X, const float *weight, int cout, int cin, int flip, float *wt, int k0, int k1)
+#define WEIGHTS_ARGS (X, weight, cout, cin, flip, wt, k0, k1)
+#define weights_body weights_impl
+ISA_DISPATCH(weights, WEIGHTS_PARAMS, WEIGHTS_ARGS)
+
 void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt, int k0, int k1) {
-    weights_impl(16, weight, cout, cin, flip, wt, k0, k1);
+    weights_run(16, weight, cout, cin, flip, wt, k0, k1);
 }
 
 void tk_wino_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
@@ -603,7 +629,7 @@ static size_t forward_floats4(int cin, int cout, wgeom g) {
 }
 
 void tk_wino4_weights(const float *weight, int cout, int cin, int flip, float *wt, int k0, int k1) {
-    weights_impl(36, weight, cout, cin, flip, wt, k0, k1);
+    weights_run(36, weight, cout, cin, flip, wt, k0, k1);
 }
 
 /* Bᵀ d for six vectors (in place order: d0..d5 → u0..u5). */
@@ -869,27 +895,56 @@ INLINE void grad_cols4(const float *rbp, wgeom g, float *v, size_t xs) {
     }
 }
 
-void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
-    /* dweight[co][ci] += Gᵀ z[·][co][ci] G, Gᵀ rows (¼, −⅙, −⅙, 1⁄24, 1⁄24, 0), (0, −⅙, ⅙, 1⁄12, −1⁄12, 0),
-     * (0, −⅙, −⅙, ⅙, ⅙, 1) */
+/* Gᵀ m G for one kernel's 36 values (scalars or vectors of 16 kernels alike), Gᵀ rows (¼, −⅙, −⅙,
+ * 1⁄24, 1⁄24, 0), (0, −⅙, ⅙, 1⁄12, −1⁄12, 0), (0, −⅙, −⅙, ⅙, ⅙, 1), into o[0..8]. */
+#define FINISH4(T, m, o)                                                                                    \
+    do {                                                                                                    \
+        T r_[3][6];                                                                                         \
+        for (int j = 0; j < 6; j++) {                                                                       \
+            T a = m[j], b = m[6 + j], c = m[12 + j], d = m[18 + j], e = m[24 + j], f = m[30 + j];           \
+            r_[0][j] = a * 0.25f - (b + c) * (1.0f / 6) + (d + e) * (1.0f / 24);                            \
+            r_[1][j] = (c - b) * (1.0f / 6) + (d - e) * (1.0f / 12);                                        \
+            r_[2][j] = (d + e - b - c) * (1.0f / 6) + f;                                                    \
+        }                                                                                                   \
+        for (int i = 0; i < 3; i++) {                                                                       \
+            T a = r_[i][0], b = r_[i][1], c = r_[i][2], d = r_[i][3], e = r_[i][4], f = r_[i][5];           \
+            o[i * 3 + 0] = a * 0.25f - (b + c) * (1.0f / 6) + (d + e) * (1.0f / 24);                        \
+            o[i * 3 + 1] = (c - b) * (1.0f / 6) + (d - e) * (1.0f / 12);                                    \
+            o[i * 3 + 2] = (d + e - b - c) * (1.0f / 6) + f;                                                \
+        }                                                                                                   \
+    } while (0)
+
+INLINE void finish4_body(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
+#pragma clang fp contract(off)
+    /* dweight[co][ci] += Gᵀ z[·][co][ci] G, 16 kernels at a time: the 36 positions of a kernel lie a
+     * plane apart, so one kernel at a time reads 36 lines that share an L1 set (planes of 4 KiB
+     * multiples), while 16 consecutive kernels use each line whole. Same arithmetic either way. */
     size_t plane = (size_t)cout * cin;
-    for (size_t p = p0; p < p1 && p < plane; p++) {
-        float m[36], r[3][6];
-        for (int x = 0; x < 36; x++) m[x] = z[x * plane + p];
-        for (int j = 0; j < 6; j++) {
-            float a = m[j], b = m[6 + j], c = m[12 + j], d = m[18 + j], e = m[24 + j], f = m[30 + j];
-            r[0][j] = a * 0.25f - (b + c) * (1.0f / 6) + (d + e) * (1.0f / 24);
-            r[1][j] = (c - b) * (1.0f / 6) + (d - e) * (1.0f / 12);
-            r[2][j] = (d + e - b - c) * (1.0f / 6) + f;
-        }
-        float *o = dweight + p * 9;
-        for (int i = 0; i < 3; i++) {
-            float a = r[i][0], b = r[i][1], c = r[i][2], d = r[i][3], e = r[i][4], f = r[i][5];
-            o[i * 3 + 0] += a * 0.25f - (b + c) * (1.0f / 6) + (d + e) * (1.0f / 24);
-            o[i * 3 + 1] += (c - b) * (1.0f / 6) + (d - e) * (1.0f / 12);
-            o[i * 3 + 2] += (d + e - b - c) * (1.0f / 6) + f;
-        }
+    if (p1 > plane) p1 = plane;
+    size_t p = p0;
+    for (; p + 16 <= p1; p += 16) {
+        v16 m[36], o[9];
+        for (int x = 0; x < 36; x++) m[x] = LD(z + x * plane + p);
+        FINISH4(v16, m, o);
+        float t[9][16] __attribute__((aligned(64)));
+        for (int k = 0; k < 9; k++) ST(t[k], o[k]);
+        float *dst = dweight + p * 9;
+        for (int l = 0; l < 16; l++)
+            for (int k = 0; k < 9; k++) dst[l * 9 + k] += t[k][l];
     }
+    for (; p < p1; p++) {
+        float m[36], o[9];
+        for (int x = 0; x < 36; x++) m[x] = z[x * plane + p];
+        FINISH4(float, m, o);
+        for (int k = 0; k < 9; k++) dweight[p * 9 + k] += o[k];
+    }
+}
+#define FINISH_PARAMS (const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1)
+#define FINISH_ARGS (z, cout, cin, dweight, p0, p1)
+ISA_DISPATCH(finish4, FINISH_PARAMS, FINISH_ARGS)
+
+void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
+    finish4_run(z, cout, cin, dweight, p0, p1);
 }
 
 /* ---- both tile sizes: F = 2 for F(2×2, 3×3), 4 for F(4×4, 3×3) (a constant after inlining) ---- */

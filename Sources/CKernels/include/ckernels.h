@@ -27,6 +27,10 @@ int tk_isa_env_error(void);
  */
 typedef void (*tk_task_fn)(void *ctx, int index);
 void tk_parallel(int count, int threads, tk_task_fn fn, void *ctx);
+/* The calling thread's index within a tk_parallel loop: 0 for the thread that started it (and
+ * for any thread outside the pool), 1 … threads − 1 for the pool's workers. Items are claimed
+ * dynamically, so per-thread scratch is chosen by this index, never by the item. */
+int tk_thread_index(void);
 
 /*
  * Direct 3×3, padding-1 convolution over NCHW float32 tensors, stride 1 or 2

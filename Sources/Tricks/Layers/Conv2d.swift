@@ -27,8 +27,6 @@ public final class Conv2d: Layer {
     private(set) var geometry = ConvGeometry(n: 0, c: 0, h: 0, w: 0, kh: 0, kw: 0, stride: 1, pad: 0)
     private let y = Tensor(shape: [0])
     private let dx = Tensor(shape: [0])
-    /// The kernels in the Winograd domain, `(16 or 36, K, N)`, rebuilt from the weight at each pass.
-    private let transformed = Tensor(shape: [0])
 
     public init(_ name: String, _ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1,
                 padding: Int = 0, bias: Bool = false, workspace: Workspace) {
@@ -195,11 +193,12 @@ public final class Conv2d: Layer {
         return Int(group(Int32(cin), Int32(cout), Int32(h), Int32(w)))
     }
 
-    /// Scratch for each of `workers` threads of the direct kernels (slots 0, 2, 3, …).
-    private func directScratch(_ g: ConvGeometry, workers: Int) -> [UnsafeMutablePointer<Float>] {
+    /// Scratch for each thread of the direct kernels (slots 0, 2, 3, …), indexed by
+    /// `Parallel.threadIndex`; calls cover at most `images` images.
+    private func directScratch(_ g: ConvGeometry, images: Int) -> [UnsafeMutablePointer<Float>] {
         var count = usesDirectPointwise
-            ? tk_conv1x1_s2_scratch(Int32((g.n + workers - 1) / workers), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w))
-            : tk_conv3x3_scratch(Int32(g.n), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride))
+            ? tk_conv1x1_s2_scratch(Int32(images), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w))
+            : tk_conv3x3_scratch(Int32(images), Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride))
         if winogradTile(g) == 2 || weightGradTile(g) == 2 {
             count = max(count, tk_wino_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
         }
@@ -209,36 +208,49 @@ public final class Conv2d: Layer {
         if weightGradTile(g) == 4 {
             count = max(count, tk_wino4_wgrad_scratch(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w)))
         }
-        return (0..<workers).map { ws.scratch($0 == 0 ? 0 : $0 + 1, count: count) }
+        return (0..<max(1, BLAS.threads)).map { ws.scratch($0 == 0 ? 0 : $0 + 1, count: count) }
     }
 
-    /// Threads for the direct kernels: as many as OpenBLAS uses, at most one per image.
+    /// Threads for the direct kernels: as many as OpenBLAS uses, at most one per item.
     private func directWorkers(_ items: Int) -> Int { max(1, min(BLAS.threads, items)) }
+
+    /// Images per item of the direct and Winograd passes: about four items per thread, so a
+    /// thread held up (another tenant, an interrupt) leaves its remaining items to the others
+    /// instead of the whole loop waiting for it; whole octets on planes up to 8 wide, whose
+    /// Winograd passes put eight images in a vector.
+    private func passChunk(_ g: ConvGeometry) -> Int {
+        let unit = winogradTile(g) == 4 && g.w <= 8 ? 8 : 1
+        let per = max(unit, (g.n + 4 * BLAS.threads - 1) / (4 * BLAS.threads))
+        return (per + unit - 1) / unit * unit
+    }
 
     /// Output (or, with `transposed`, input gradient) through the direct kernels (3×3, or 1×1
     /// stride 2), images split over threads; every image is computed alone, so the thread count never changes a bit.
     private func directPass(_ src: UnsafePointer<Float>, _ g: ConvGeometry, transposed: Bool,
                             _ dst: UnsafeMutablePointer<Float>) {
-        let workers = directWorkers(g.n), scratch = directScratch(g, workers: workers)
+        let per = passChunk(g), items = (g.n + per - 1) / per
+        let workers = directWorkers(items), scratch = directScratch(g, images: per)
         let (cin, cout) = transposed ? (outChannels, g.c) : (g.c, outChannels)
         let (srcPlane, dstPlane) = transposed ? (g.oh * g.ow, g.h * g.w) : (g.h * g.w, g.oh * g.ow)
         let tile = winogradTile(g)
+        // The kernels in the Winograd domain, `(16 or 36, K, N)`, rebuilt from the weight at each
+        // pass into scratch the layers share (slot 1: the weight gradient's sums, done with by
+        // now), so that it stays in cache from layer to layer.
+        let transformed = tile == 0 ? ws.scratch(1, count: 1) : ws.scratch(1, count: (tile == 4 ? 36 : 16) * inChannels * outChannels)
         if tile != 0 {
-            transformed.resize([(tile == 4 ? 36 : 16) * inChannels * outChannels])
             let transform = tile == 4 ? tk_wino4_weights : tk_wino_weights
             let rows = transposed ? outChannels : inChannels, parts = directWorkers(rows)
             Parallel.forEach(parts) { t in
-                transform(weight.value, Int32(outChannels), Int32(inChannels), transposed ? 1 : 0, transformed.data,
+                transform(weight.value, Int32(outChannels), Int32(inChannels), transposed ? 1 : 0, transformed,
                           Int32(rows * t / parts), Int32(rows * (t + 1) / parts))
             }
         }
-        Parallel.forEach(workers) { t in
-            let n0 = g.n * t / workers, n1 = g.n * (t + 1) / workers
-            guard n1 > n0 else { return }
+        Parallel.forEach(items, threads: workers) { i in
+            let n0 = i * per, n1 = min(g.n, n0 + per), t = Parallel.threadIndex
             let s = src + n0 * cin * srcPlane, d = dst + n0 * cout * dstPlane
             if tile != 0 {
                 let run = tile == 4 ? tk_wino4_forward : tk_wino_forward
-                run(s, Int32(n1 - n0), Int32(cin), Int32(g.h), Int32(g.w), transformed.data, Int32(cout), d, scratch[t])
+                run(s, Int32(n1 - n0), Int32(cin), Int32(g.h), Int32(g.w), transformed, Int32(cout), d, scratch[t])
             } else if usesDirectPointwise {
                 let run = transposed ? tk_conv1x1_s2_backward_data : tk_conv1x1_s2_forward
                 run(s, Int32(n1 - n0), Int32(g.c), Int32(g.h), Int32(g.w), weight.value, Int32(outChannels), d, scratch[t])
@@ -264,7 +276,7 @@ public final class Conv2d: Layer {
         if tile != 0 { return winogradWeightGrad(x, dy, g, tile: tile, into: dwOut) }
         let per = Int(tk_conv3x3_wgrad_group(Int32(g.c), Int32(outChannels), Int32(g.h), Int32(g.w), Int32(stride)))
         let groups = (g.n + per - 1) / per
-        let workers = directWorkers(groups), scratch = directScratch(g, workers: workers)
+        let workers = directWorkers(groups), scratch = directScratch(g, images: per)
         let hw = g.h * g.w, ohw = g.oh * g.ow
         func run(_ n0: Int, _ n1: Int, _ dw: UnsafeMutablePointer<Float>, _ s: UnsafeMutablePointer<Float>) {
             tk_conv3x3_backward_weight(x + n0 * g.c * hw, dy + n0 * outChannels * ohw, Int32(n1 - n0),
@@ -273,11 +285,9 @@ public final class Conv2d: Layer {
         if workers == 1 { run(0, g.n, dwOut, scratch[0]); return }
         let size = weight.count
         let partial = ws.scratch(1, count: groups * size)
-        Parallel.forEach(workers) { t in
-            for i in Swift.stride(from: t, to: groups, by: workers) {
-                (partial + i * size).update(repeating: 0, count: size)
-                run(i * per, min(g.n, (i + 1) * per), partial + i * size, scratch[t])
-            }
+        Parallel.forEach(groups, threads: workers) { i in
+            (partial + i * size).update(repeating: 0, count: size)
+            run(i * per, min(g.n, (i + 1) * per), partial + i * size, scratch[Parallel.threadIndex])
         }
         Conv2d.addInOrder(partial, groups: groups, size: size, into: dwOut, zeroFirst: false)
     }
@@ -299,7 +309,7 @@ public final class Conv2d: Layer {
                                     into dw: UnsafeMutablePointer<Float>) {
         let per = Conv2d.winogradGroup(cin: g.c, cout: outChannels, h: g.h, w: g.w, tile: tile)
         let groups = (g.n + per - 1) / per
-        let workers = directWorkers(groups), scratch = directScratch(g, workers: workers)
+        let workers = directWorkers(groups), scratch = directScratch(g, images: per)
         let hw = g.h * g.w, size = (tile == 4 ? 36 : 16) * g.c * outChannels
         let z = ws.scratch(1, count: (workers == 1 ? 1 : groups + 1) * size)
         let wgrad = tile == 4 ? tk_wino4_wgrad : tk_wino_wgrad
@@ -310,10 +320,8 @@ public final class Conv2d: Layer {
         if workers == 1 {
             run(0, g.n, z, scratch[0])
         } else {
-            Parallel.forEach(workers) { t in
-                for i in Swift.stride(from: t, to: groups, by: workers) {
-                    run(i * per, min(g.n, (i + 1) * per), z + (i + 1) * size, scratch[t])
-                }
+            Parallel.forEach(groups, threads: workers) { i in
+                run(i * per, min(g.n, (i + 1) * per), z + (i + 1) * size, scratch[Parallel.threadIndex])
             }
             Conv2d.addInOrder(z + size, groups: groups, size: size, into: z, zeroFirst: true)
         }

@@ -24,6 +24,11 @@ enum Parallel {
         }
     }
 
+    /// The calling thread's index inside a `forEach` body: 0 for the thread that called
+    /// `forEach`, 1 ..< `BLAS.threads` for the pool's workers. Items go to whichever thread is
+    /// free first, so scratch memory is chosen by this index, never by the item.
+    static var threadIndex: Int { Int(tk_thread_index()) }
+
     /// Calls `body(lo, hi)` on disjoint ranges covering `0..<count`, concurrently when the
     /// total work (`count · cost` elements) is large enough.
     @inline(__always)
