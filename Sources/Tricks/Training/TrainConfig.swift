@@ -43,8 +43,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var seed: UInt64 = 0
     /// Steps between progress lines.
     public var logEvery = 50
-    /// Batch size for evaluation (per rank).
-    public var evalBatchSize = 500
+    /// Batch size for evaluation (per rank): a training batch's worth keeps the activations in
+    /// cache (500 at 28×28 made 25 MB tensors: 4.5–4.8 s for the test split against 3.6–3.8 s).
+    public var evalBatchSize = 64
     /// Synchronize BN statistics over all ranks (or over groups of `bnGroupSize`).
     public var syncBN = true
     /// SyncBatchNorm over groups of this many consecutive ranks; nil means all ranks.
