@@ -214,11 +214,12 @@ public final class Conv2d: Layer {
     /// Threads for the direct kernels: as many as OpenBLAS uses, at most one per item.
     private func directWorkers(_ items: Int) -> Int { max(1, min(BLAS.threads, items)) }
 
-    /// Images per item of the direct and Winograd passes: about four items per thread, so a
-    /// thread held up (another tenant, an interrupt) leaves its remaining items to the others
-    /// instead of the whole loop waiting for it; whole octets on planes up to 8 wide, whose
-    /// Winograd passes put eight images in a vector.
+    /// Images per item of the direct and Winograd passes: with several threads about four items
+    /// per thread, so a thread held up (another tenant, an interrupt) leaves its remaining items
+    /// to the others instead of the whole loop waiting for it; whole octets on planes up to 8
+    /// wide, whose Winograd passes put eight images in a vector. One call on one thread.
     private func passChunk(_ g: ConvGeometry) -> Int {
+        if BLAS.threads <= 1 { return max(g.n, 1) }
         let unit = winogradTile(g) == 4 && g.w <= 8 ? 8 : 1
         let per = max(unit, (g.n + 4 * BLAS.threads - 1) / (4 * BLAS.threads))
         return (per + unit - 1) / unit * unit
