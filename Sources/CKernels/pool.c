@@ -11,6 +11,7 @@
 #include "ckernels.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <time.h>
 #if defined(__x86_64__)
@@ -66,9 +67,15 @@ static void drain(unsigned long gen) {
     if (ran) atomic_fetch_add_explicit(&done_count, ran, memory_order_release);
 }
 
+/* A worker's index and the generation before the loop that created it: read from the ticket
+ * once the thread runs, that loop's generation may already be there, and it would sit out. */
+typedef struct { int id; unsigned long seen; } worker_start;
+
 static void *worker(void *arg) {
-    int id = (int)(long)arg;
-    unsigned long seen = atomic_load_explicit(&ticket, memory_order_acquire) >> 32;
+    worker_start start = *(worker_start *)arg;
+    free(arg);
+    int id = start.id;
+    unsigned long seen = start.seen;
     inside = 1;
     self_index = id + 1;
     for (;;) {
@@ -103,7 +110,11 @@ void tk_parallel(int count, int threads, tk_task_fn fn, void *ctx) {
     }
     while (started < threads - 1) {
         pthread_t t;
-        if (pthread_create(&t, 0, worker, (void *)(long)started) != 0) break;
+        worker_start *arg = malloc(sizeof *arg);
+        if (!arg) break;
+        arg->id = started;
+        arg->seen = atomic_load_explicit(&ticket, memory_order_relaxed) >> 32;
+        if (pthread_create(&t, 0, worker, arg) != 0) { free(arg); break; }
         pthread_detach(t);
         started++;
     }

@@ -258,21 +258,41 @@ void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt
     weights_run(16, weight, cout, cin, flip, wt, k0, k1);
 }
 
-void tk_wino_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
-    /* dweight[co][ci] += Gᵀ z[·][co][ci] G */
+/* Gᵀ m G for F(2×2, 3×3)'s 16 values of one kernel (scalars or vectors of 16 kernels alike). */
+#define FINISH2(T, m, o)                                                                                    \
+    do {                                                                                                    \
+        T r_[3][4];                                                                                         \
+        for (int j = 0; j < 4; j++) {                                                                       \
+            T a = m[j], b = m[4 + j], c = m[8 + j], d = m[12 + j];                                          \
+            r_[0][j] = a + 0.5f * (b + c); r_[1][j] = 0.5f * (b - c); r_[2][j] = 0.5f * (b + c) + d;        \
+        }                                                                                                   \
+        for (int i = 0; i < 3; i++) {                                                                       \
+            T a = r_[i][0], b = r_[i][1], c = r_[i][2], d = r_[i][3];                                       \
+            o[i * 3 + 0] = a + 0.5f * (b + c); o[i * 3 + 1] = 0.5f * (b - c); o[i * 3 + 2] = 0.5f * (b + c) + d; \
+        }                                                                                                   \
+    } while (0)
+
+/* dweight[co][ci] += Gᵀ z[·][co][ci] G, 16 kernels at a time (as finish4_body). */
+INLINE void finish2_body(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
+#pragma clang fp contract(off)
     size_t plane = (size_t)cout * cin;
-    for (size_t p = p0; p < p1 && p < plane; p++) {
-        float m[16], r[3][4];
+    if (p1 > plane) p1 = plane;
+    size_t p = p0;
+    for (; p + 16 <= p1; p += 16) {
+        v16 m[16], o[9];
+        for (int x = 0; x < 16; x++) m[x] = LD(z + x * plane + p);
+        FINISH2(v16, m, o);
+        float t[9][16] __attribute__((aligned(64)));
+        for (int k = 0; k < 9; k++) ST(t[k], o[k]);
+        float *dst = dweight + p * 9;
+        for (int l = 0; l < 16; l++)
+            for (int k = 0; k < 9; k++) dst[l * 9 + k] += t[k][l];
+    }
+    for (; p < p1; p++) {
+        float m[16], o[9];
         for (int x = 0; x < 16; x++) m[x] = z[x * plane + p];
-        for (int j = 0; j < 4; j++) {
-            float a = m[j], b = m[4 + j], c = m[8 + j], d = m[12 + j];
-            r[0][j] = a + 0.5f * (b + c); r[1][j] = 0.5f * (b - c); r[2][j] = 0.5f * (b + c) + d;
-        }
-        float *o = dweight + p * 9;
-        for (int i = 0; i < 3; i++) {
-            float a = r[i][0], b = r[i][1], c = r[i][2], d = r[i][3];
-            o[i * 3 + 0] += a + 0.5f * (b + c); o[i * 3 + 1] += 0.5f * (b - c); o[i * 3 + 2] += 0.5f * (b + c) + d;
-        }
+        FINISH2(float, m, o);
+        for (int k = 0; k < 9; k++) dweight[p * 9 + k] += o[k];
     }
 }
 
@@ -942,6 +962,11 @@ INLINE void finish4_body(const float *z, int cout, int cin, float *dweight, size
 #define FINISH_PARAMS (const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1)
 #define FINISH_ARGS (z, cout, cin, dweight, p0, p1)
 ISA_DISPATCH(finish4, FINISH_PARAMS, FINISH_ARGS)
+ISA_DISPATCH(finish2, FINISH_PARAMS, FINISH_ARGS)
+
+void tk_wino_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
+    finish2_run(z, cout, cin, dweight, p0, p1);
+}
 
 void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
     finish4_run(z, cout, cin, dweight, p0, p1);

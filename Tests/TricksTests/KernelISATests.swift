@@ -1,4 +1,5 @@
 import XCTest
+import CKernels
 @testable import Tricks
 
 /// The one instruction-set switch of the kernels.
@@ -24,5 +25,71 @@ final class KernelISATests: XCTestCase {
             }
             XCTAssertEqual(KernelISA.current, saved)
         }
+    }
+
+    /// The Winograd weight gradient's last step, Gᵀ z G per kernel, runs sixteen kernels to a
+    /// vector with a scalar loop for the rest: on every instruction set the CPU runs, a range
+    /// done at once has the bits of the same kernels done one at a time, and both match a float64
+    /// Gᵀ z G added to what was there.
+    func testWinogradWeightGradFinishAgreesWithItselfAndFloat64() throws {
+        let (cout, cin) = (17, 5)      // 85 kernels: five vectors of sixteen and five more
+        let kernels = cout * cin
+        let g2: [[Double]] = [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]
+        let g4: [[Double]] = [[0.25, 0, 0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6],
+                              [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0, 0, 1]]
+        var rng = SplitMix64(key: [11])
+        for (g, finish) in [(g2, tk_wino_wgrad_finish), (g4, tk_wino4_wgrad_finish)] {
+            let n = g.count
+            let z = (0..<n * n * kernels).map { _ in Float(rng.normal()) }
+            let start = (0..<9 * kernels).map { _ in Float(rng.normal()) }
+            var reference = [Double](repeating: 0, count: 9 * kernels)
+            for p in 0..<kernels {
+                for i in 0..<3 {
+                    for k in 0..<3 {
+                        var s = 0.0
+                        for a in 0..<n { for b in 0..<n { s += g[a][i] * Double(z[(a * n + b) * kernels + p]) * g[b][k] } }
+                        reference[p * 9 + i * 3 + k] = Double(start[p * 9 + i * 3 + k]) + s
+                    }
+                }
+            }
+            for isa in KernelISA.supported {
+                try KernelISA.with(isa) {
+                    var whole = start, single = start
+                    finish(z, Int32(cout), Int32(cin), &whole, 0, kernels)
+                    for p in 0..<kernels { finish(z, Int32(cout), Int32(cin), &single, p, p + 1) }
+                    XCTAssertEqual(whole.map(\.bitPattern), single.map(\.bitPattern), "F(\(n - 2)×\(n - 2), 3×3), \(isa)")
+                    let err = zip(whole, reference).map { abs(Double($0) - $1) }.max()!
+                    XCTAssertLessThan(err, 1e-5, "F(\(n - 2)×\(n - 2), 3×3), \(isa)")
+                }
+            }
+        }
+    }
+
+    /// The pool's thread index, by which the layers pick per-thread scratch: 0 on the calling
+    /// thread, and within one loop never two threads with the same index at once. The loop is
+    /// the pool's first in the process, so it also checks that the worker it starts joins it
+    /// (one that read the loop's generation as already seen used to sit that loop out).
+    func testPoolThreadIndicesAreDistinctWithinALoop() {
+        XCTAssertEqual(Parallel.threadIndex, 0)
+        let threads = max(2, BLAS.threads), items = 64
+        let held = (0..<threads).map { _ in NSLock() }
+        let seen = NSLock(), ran = UnsafeMutablePointer<Set<pthread_t>>.allocate(capacity: 1)
+        ran.initialize(to: [])
+        defer { ran.deinitialize(count: 1); ran.deallocate() }
+        let clash = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        defer { clash.deallocate() }
+        clash.initialize(to: 0)
+        Parallel.forEach(items, threads: threads) { _ in
+            let t = Parallel.threadIndex
+            guard t >= 0 && t < threads else { clash.pointee = 1; return }
+            seen.lock(); ran.pointee.insert(pthread_self()); seen.unlock()
+            // Another thread running with the same index would find its lock taken.
+            guard held[t].try() else { clash.pointee = 1; return }
+            usleep(200)
+            held[t].unlock()
+        }
+        XCTAssertGreaterThan(ran.pointee.count, 1, "the loop ran on one thread")
+        XCTAssertEqual(clash.pointee, 0)
+        XCTAssertEqual(Parallel.threadIndex, 0)
     }
 }
