@@ -272,30 +272,6 @@ void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt
         }                                                                                                   \
     } while (0)
 
-/* dweight[co][ci] += Gᵀ z[·][co][ci] G, 16 kernels at a time (as finish4_body). */
-INLINE void finish2_body(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
-#pragma clang fp contract(off)
-    size_t plane = (size_t)cout * cin;
-    if (p1 > plane) p1 = plane;
-    size_t p = p0;
-    for (; p + 16 <= p1; p += 16) {
-        v16 m[16], o[9];
-        for (int x = 0; x < 16; x++) m[x] = LD(z + x * plane + p);
-        FINISH2(v16, m, o);
-        float t[9][16] __attribute__((aligned(64)));
-        for (int k = 0; k < 9; k++) ST(t[k], o[k]);
-        float *dst = dweight + p * 9;
-        for (int l = 0; l < 16; l++)
-            for (int k = 0; k < 9; k++) dst[l * 9 + k] += t[k][l];
-    }
-    for (; p < p1; p++) {
-        float m[16], o[9];
-        for (int x = 0; x < 16; x++) m[x] = z[x * plane + p];
-        FINISH2(float, m, o);
-        for (int k = 0; k < 9; k++) dweight[p * 9 + k] += o[k];
-    }
-}
-
 /* ---- transforms of planes (inlined into both instruction-set versions) ---- */
 
 #define EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
@@ -934,18 +910,20 @@ INLINE void grad_cols4(const float *rbp, wgeom g, float *v, size_t xs) {
         }                                                                                                   \
     } while (0)
 
-INLINE void finish4_body(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
+/* dweight[co][ci] += Gᵀ z[·][co][ci] G for X = 16 (F(2×2, 3×3)) or 36 (F(4×4, 3×3)) positions,
+ * 16 kernels at a time: the positions of a kernel lie a plane apart, so one kernel at a time
+ * reads X lines that share an L1 set (planes of 4 KiB multiples), while 16 consecutive kernels
+ * use each line whole. Same arithmetic either way. */
+INLINE void finish_body(const int X, const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
 #pragma clang fp contract(off)
-    /* dweight[co][ci] += Gᵀ z[·][co][ci] G, 16 kernels at a time: the 36 positions of a kernel lie a
-     * plane apart, so one kernel at a time reads 36 lines that share an L1 set (planes of 4 KiB
-     * multiples), while 16 consecutive kernels use each line whole. Same arithmetic either way. */
     size_t plane = (size_t)cout * cin;
     if (p1 > plane) p1 = plane;
     size_t p = p0;
     for (; p + 16 <= p1; p += 16) {
         v16 m[36], o[9];
-        for (int x = 0; x < 36; x++) m[x] = LD(z + x * plane + p);
-        FINISH4(v16, m, o);
+        for (int x = 0; x < X; x++) m[x] = LD(z + x * plane + p);
+        if (X == 16) FINISH2(v16, m, o);
+        else FINISH4(v16, m, o);
         float t[9][16] __attribute__((aligned(64)));
         for (int k = 0; k < 9; k++) ST(t[k], o[k]);
         float *dst = dweight + p * 9;
@@ -954,11 +932,14 @@ INLINE void finish4_body(const float *z, int cout, int cin, float *dweight, size
     }
     for (; p < p1; p++) {
         float m[36], o[9];
-        for (int x = 0; x < 36; x++) m[x] = z[x * plane + p];
-        FINISH4(float, m, o);
+        for (int x = 0; x < X; x++) m[x] = z[x * plane + p];
+        if (X == 16) FINISH2(float, m, o);
+        else FINISH4(float, m, o);
         for (int k = 0; k < 9; k++) dweight[p * 9 + k] += o[k];
     }
 }
+#define finish2_body(...) finish_body(16, __VA_ARGS__)
+#define finish4_body(...) finish_body(36, __VA_ARGS__)
 #define FINISH_PARAMS (const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1)
 #define FINISH_ARGS (z, cout, cin, dweight, p0, p1)
 ISA_DISPATCH(finish4, FINISH_PARAMS, FINISH_ARGS)
