@@ -11,7 +11,6 @@
 #include "ckernels.h"
 
 #include <pthread.h>
-#include <stdlib.h>
 #include <stdatomic.h>
 #include <time.h>
 #if defined(__x86_64__)
@@ -67,15 +66,14 @@ static void drain(unsigned long gen) {
     if (ran) atomic_fetch_add_explicit(&done_count, ran, memory_order_release);
 }
 
-/* A worker's index and the generation before the loop that created it: read from the ticket
- * once the thread runs, that loop's generation may already be there, and it would sit out. */
-typedef struct { int id; unsigned long seen; } worker_start;
+/* The generation before the loop that started each worker (written before its thread starts):
+ * read from the ticket once the thread runs, that loop's generation may already be there, and
+ * the worker would sit the loop out. */
+static unsigned long start_gen[MAX_WORKERS];
 
 static void *worker(void *arg) {
-    worker_start start = *(worker_start *)arg;
-    free(arg);
-    int id = start.id;
-    unsigned long seen = start.seen;
+    int id = (int)(long)arg;
+    unsigned long seen = start_gen[id];
     inside = 1;
     self_index = id + 1;
     for (;;) {
@@ -110,11 +108,8 @@ void tk_parallel(int count, int threads, tk_task_fn fn, void *ctx) {
     }
     while (started < threads - 1) {
         pthread_t t;
-        worker_start *arg = malloc(sizeof *arg);
-        if (!arg) break;
-        arg->id = started;
-        arg->seen = atomic_load_explicit(&ticket, memory_order_relaxed) >> 32;
-        if (pthread_create(&t, 0, worker, arg) != 0) { free(arg); break; }
+        start_gen[started] = atomic_load_explicit(&ticket, memory_order_relaxed) >> 32;
+        if (pthread_create(&t, 0, worker, (void *)(long)started) != 0) break;
         pthread_detach(t);
         started++;
     }

@@ -238,10 +238,10 @@ INLINE void weights_impl(const int X, const float *weight, int cout, int cin, in
 /* The weight transforms and the weight gradient's last step run once per layer and step on
  * every kernel, so they are compiled per instruction set too (without multiply-add contraction:
  * the same bits as the portable code, whichever set runs). */
-#define ISA_DISPATCH(name, params, args)                                                             \
-    AVX512 static void name##_avx512 params { name##_body args; }                                    \
-    AVX2_W static void name##_avx2 params { name##_body args; }                                      \
-    static void name##_portable params { name##_body args; }                                         \
+#define ISA_DISPATCH(name, body, params, args)                                                       \
+    AVX512 static void name##_avx512 params { body args; }                                           \
+    AVX2_W static void name##_avx2 params { body args; }                                             \
+    static void name##_portable params { body args; }                                                \
     static void name##_run params {                                                                  \
         switch (tk_isa()) {                                                                          \
         case TK_ISA_AVX512: name##_avx512 args; return;                                              \
@@ -251,8 +251,7 @@ INLINE void weights_impl(const int X, const float *weight, int cout, int cin, in
     }
 #define WEIGHTS_PARAMS (const int X, const float *weight, int cout, int cin, int flip, float *wt, int k0, int k1)
 #define WEIGHTS_ARGS (X, weight, cout, cin, flip, wt, k0, k1)
-#define weights_body weights_impl
-ISA_DISPATCH(weights, WEIGHTS_PARAMS, WEIGHTS_ARGS)
+ISA_DISPATCH(weights, weights_impl, WEIGHTS_PARAMS, WEIGHTS_ARGS)
 
 void tk_wino_weights(const float *weight, int cout, int cin, int flip, float *wt, int k0, int k1) {
     weights_run(16, weight, cout, cin, flip, wt, k0, k1);
@@ -938,19 +937,16 @@ INLINE void finish_body(const int X, const float *z, int cout, int cin, float *d
         for (int k = 0; k < 9; k++) dweight[p * 9 + k] += o[k];
     }
 }
-#define finish2_body(...) finish_body(16, __VA_ARGS__)
-#define finish4_body(...) finish_body(36, __VA_ARGS__)
-#define FINISH_PARAMS (const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1)
-#define FINISH_ARGS (z, cout, cin, dweight, p0, p1)
-ISA_DISPATCH(finish4, FINISH_PARAMS, FINISH_ARGS)
-ISA_DISPATCH(finish2, FINISH_PARAMS, FINISH_ARGS)
+#define FINISH_PARAMS (const int X, const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1)
+#define FINISH_ARGS (X, z, cout, cin, dweight, p0, p1)
+ISA_DISPATCH(finish, finish_body, FINISH_PARAMS, FINISH_ARGS)
 
 void tk_wino_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
-    finish2_run(z, cout, cin, dweight, p0, p1);
+    finish_run(16, z, cout, cin, dweight, p0, p1);
 }
 
 void tk_wino4_wgrad_finish(const float *z, int cout, int cin, float *dweight, size_t p0, size_t p1) {
-    finish4_run(z, cout, cin, dweight, p0, p1);
+    finish_run(36, z, cout, cin, dweight, p0, p1);
 }
 
 /* ---- both tile sizes: F = 2 for F(2×2, 3×3), 4 for F(4×4, 3×3) (a constant after inlining) ---- */

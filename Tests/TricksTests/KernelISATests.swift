@@ -72,24 +72,19 @@ final class KernelISATests: XCTestCase {
     func testPoolThreadIndicesAreDistinctWithinALoop() {
         XCTAssertEqual(Parallel.threadIndex, 0)
         let threads = max(2, BLAS.threads), items = 64
-        let held = (0..<threads).map { _ in NSLock() }
-        let seen = NSLock(), ran = UnsafeMutablePointer<Set<pthread_t>>.allocate(capacity: 1)
-        ran.initialize(to: [])
-        defer { ran.deinitialize(count: 1); ran.deallocate() }
-        let clash = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
-        defer { clash.deallocate() }
-        clash.initialize(to: 0)
+        let held = (0..<threads).map { _ in NSLock() }, note = NSLock()
+        var ran = Set<pthread_t>(), clash = false
         Parallel.forEach(items, threads: threads) { _ in
             let t = Parallel.threadIndex
-            guard t >= 0 && t < threads else { clash.pointee = 1; return }
-            seen.lock(); ran.pointee.insert(pthread_self()); seen.unlock()
             // Another thread running with the same index would find its lock taken.
-            guard held[t].try() else { clash.pointee = 1; return }
+            let mine = t >= 0 && t < threads && held[t].try()
+            note.lock(); ran.insert(pthread_self()); clash = clash || !mine; note.unlock()
+            guard mine else { return }
             usleep(200)
             held[t].unlock()
         }
-        XCTAssertGreaterThan(ran.pointee.count, 1, "the loop ran on one thread")
-        XCTAssertEqual(clash.pointee, 0)
+        XCTAssertGreaterThan(ran.count, 1, "the loop ran on one thread")
+        XCTAssertFalse(clash)
         XCTAssertEqual(Parallel.threadIndex, 0)
     }
 }

@@ -86,28 +86,26 @@ public final class DataParallel {
         if microShards == nil, let g = bnGroupSize, !(g > 0 && comm.size % g == 0) {
             throw TricksError.invalidArgument("--bn-group-size \(g) does not divide the number of ranks \(comm.size)")
         }
-        if let S = microShards {
+        self.microShards = try microShards.map { S in
             guard syncBatchNorm && k == comm.size else {
                 throw TricksError.invalidArgument("--deterministic needs BatchNorm synchronized over all ranks (--bn sync, no --bn-group-size)")
             }
-            let ms = try MicroShards(count: S, comm: comm)
-            self.microShards = ms
+            return try MicroShards(count: S, comm: comm)
+        }
+        if let ms = self.microShards {
             store.splitGradients(shards: ms.local)
             norms.forEach { $0.group = nil; $0.shards = ms }
             for (i, p) in store.parameters.enumerated() { parameterIndex[ObjectIdentifier(p)] = i }
             shardsAdded = [Bool](repeating: false, count: store.parameters.count)
-            normMode = .deterministic(ranks: comm.size, shards: S)
+            normMode = .deterministic(ranks: comm.size, shards: ms.count)
         } else if comm.size == 1 {
-            self.microShards = nil
             normMode = .single
             norms.forEach { $0.group = nil }
         } else if syncBatchNorm && k > 1 {
-            self.microShards = nil
             let group = comm.subgroup(size: k)
             norms.forEach { $0.group = group }
             normMode = .sync(ranks: k)
         } else {
-            self.microShards = nil
             norms.forEach { $0.group = nil }
             normMode = .local
         }

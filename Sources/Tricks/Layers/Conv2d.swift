@@ -237,7 +237,7 @@ public final class Conv2d: Layer {
         // The kernels in the Winograd domain, `(16 or 36, K, N)`, rebuilt from the weight at each
         // pass into scratch the layers share (slot 1: the weight gradient's sums, done with by
         // now), so that it stays in cache from layer to layer.
-        let transformed = tile == 0 ? ws.scratch(1, count: 1) : ws.scratch(1, count: (tile == 4 ? 36 : 16) * inChannels * outChannels)
+        let transformed = ws.scratch(1, count: (tile == 0 ? 0 : tile == 4 ? 36 : 16) * inChannels * outChannels)
         if tile != 0 {
             let transform = tile == 4 ? tk_wino4_weights : tk_wino_weights
             let rows = transposed ? outChannels : inChannels, parts = directWorkers(rows)
