@@ -2,9 +2,11 @@
 # Tricks against PyTorch (CPU), interleaved in rounds on this machine (release build):
 #   MODE=step (default): the resnet20 training step at batch 32, one thread (tricks-worker bench
 #     vs docs/torch_bench_step.py, NCHW and channels_last);
-#   MODE=train: the README's main job, `tricks-worker train --epochs 1` with its defaults (two
-#     threads on two cores) vs docs/torch_fashion_mnist.py (channels_last), whole-process wall
-#     time and test accuracy (ROUNDS default 2; a round takes about 6 minutes here).
+#   MODE=train: the README's main job, `bash launch/train.sh --epochs 1` with its defaults (one
+#     rank per core under mpirun, setup and build checks included) vs docs/torch_fashion_mnist.py
+#     (channels_last, one process, a thread per core), whole-process wall time and test accuracy
+#     (ROUNDS default 2; a round takes about 4 minutes here). TRICKS_RANKS=1 times one process
+#     with a thread per core instead.
 # PyTorch is held to the instruction set the
 # kernels use (TRICKS_ISA, default the CPU's best): AVX2 → ONEDNN_MAX_CPU_ISA=AVX2
 # ATEN_CPU_CAPABILITY=avx2. ROUNDS (default 5) and STEPS (default 30) can be overridden.
@@ -28,12 +30,12 @@ case "$isa" in
 esac
 field() { sed -n "s/.*\"$1\": *\([0-9.]*\).*/\1/p"; }
 if [ "$mode" = train ]; then
-  echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%Y-%m-%d); Tricks kernels $isa; PyTorch env: ${torch_env[*]:-default}"
+  echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%Y-%m-%d); Tricks kernels $isa, ranks ${TRICKS_RANKS:-one per core (at most 8)}; PyTorch env: ${torch_env[*]:-default}"
   echo
   echo "| round | Tricks wall s (accuracy) | PyTorch wall s (accuracy) | Tricks / PyTorch |"
   echo "|---:|---:|---:|---:|"
   for r in $(seq 1 "$rounds"); do
-    t0=$(date +%s.%N); out=$($bin train --epochs 1 --log-every 1000 | tail -n 1); t1=$(date +%s.%N)
+    t0=$(date +%s.%N); out=$(bash launch/train.sh --epochs 1 --log-every 1000 2>/dev/null | tail -n 1); t1=$(date +%s.%N)
     tacc=$(echo "$out" | sed -n 's/.*"test_accuracy":\([0-9.]*\).*/\1/p')
     p0=$(date +%s.%N); pout=$(env "${torch_env[@]}" "$py" docs/torch_fashion_mnist.py --epochs 1 --threads "$(nproc)" 2>/dev/null | tail -n 1); p1=$(date +%s.%N)
     pacc=$(echo "$pout" | field test_accuracy)
