@@ -35,7 +35,7 @@ if [ "$mode" = train ]; then
   echo "| round | Tricks wall s (accuracy) | PyTorch wall s (accuracy) | Tricks / PyTorch |"
   echo "|---:|---:|---:|---:|"
   for r in $(seq 1 "$rounds"); do
-    t0=$(date +%s.%N); out=$(bash launch/train.sh --epochs 1 --log-every 1000 2>/dev/null | tail -n 1); t1=$(date +%s.%N)
+    t0=$(date +%s.%N); out=$(bash launch/train.sh --epochs 1 --log-every 1000 | tail -n 1); t1=$(date +%s.%N)
     tacc=$(echo "$out" | sed -n 's/.*"test_accuracy":\([0-9.]*\).*/\1/p')
     p0=$(date +%s.%N); pout=$(env "${torch_env[@]}" "$py" docs/torch_fashion_mnist.py --epochs 1 --threads "$(nproc)" 2>/dev/null | tail -n 1); p1=$(date +%s.%N)
     pacc=$(echo "$pout" | field test_accuracy)

@@ -2,15 +2,12 @@
 # Runs N tricks-worker ranks on this machine:
 #   launch/mpirun-local.sh N [tricks-worker train flags...]
 # Adds the Open MPI flags a root or oversubscribed run needs and gives each rank
-# cores/N BLAS threads (at least 1), so ranks × threads ≤ cores. (TRICKS_BUILT=1: the caller
-# has already run setup and the build.)
+# cores/N BLAS threads (at least 1), so ranks × threads ≤ cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 np="${1:?usage: launch/mpirun-local.sh N [train flags...]}"; shift
-if [ "${TRICKS_BUILT:-}" != 1 ]; then
-  bash launch/setup.sh
-  swift build -c release --product tricks-worker >&2
-fi
+bash launch/setup.sh
+swift build -c release --product tricks-worker >&2
 cores=$(nproc)
 threads=$(( cores / np )); (( threads >= 1 )) || threads=1
 flags=(-np "$np" -x "OPENBLAS_NUM_THREADS=$threads" --bind-to none)
