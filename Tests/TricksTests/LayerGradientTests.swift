@@ -404,6 +404,50 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    func testBatchNormBlocksOfManyChannelsAgainstFloat64() {
+        // The kernels take channels in blocks, every image's runs of them in memory order, and
+        // keep the sums of at most 32 channels at a time: 70 channels (three such groups, split
+        // differently by 1, 2 and 3 threads), planes of 21 (a vector and a tail). Forward and
+        // backward through the fused ReLU against a float64 batch norm on every instruction set,
+        // and the same bits for any thread count.
+        let (N, C, P) = (3, 70, 21)
+        let x = GradCheck.randomTensor([N, C, 3, 7], seed: 71, scale: 2)
+        let dy = GradCheck.randomTensor([N, C, 3, 7], seed: 72)
+        let savedISA = KernelISA.current, savedThreads = BLAS.threads
+        defer { try? KernelISA.use(savedISA); BLAS.setThreads(savedThreads) }
+        for isa in KernelISA.supported {
+            XCTAssertNoThrow(try KernelISA.use(isa))
+            var bits: [[Float]] = []
+            for threads in [1, 2, 3] {
+                BLAS.setThreads(threads)
+                let bn = BatchNorm2d("bn", C)
+                bn.fusedReLU = true
+                for c in 0..<C { bn.weight.value[c] = Float(c % 7) * 0.3 - 0.8; bn.bias.value[c] = Float(c % 5) * 0.2 - 0.3 }
+                let y = bn.forward(x, mode: .training).array
+                let dx = bn.backward(dy).array
+                bits.append(y + dx + Array(bn.weight.grads) + Array(bn.bias.grads))
+                guard threads == 1 else { continue }
+                for c in 0..<C {
+                    let idx = (0..<N).flatMap { n in (0..<P).map { (n * C + c) * P + $0 } }
+                    let v = idx.map { Double(x[$0]) }, n = Double(v.count)
+                    let m = v.reduce(0, +) / n
+                    let sd = (v.map { ($0 - m) * ($0 - m) }.reduce(0, +) / n + 1e-5).squareRoot()
+                    let g = Double(bn.weight.value[c]), b = Double(bn.bias.value[c])
+                    let h = v.map { ($0 - m) / sd }
+                    let d = zip(idx, h).map { k, hk in g * hk + b > 0 ? Double(dy[k]) : 0 }
+                    let md = d.reduce(0, +) / n, mdh = zip(d, h).map { $0 * $1 }.reduce(0, +) / n
+                    for (j, k) in idx.enumerated() {
+                        XCTAssertEqual(Double(y[k]), max(g * h[j] + b, 0), accuracy: 1e-5, "\(isa) y channel \(c)")
+                        XCTAssertEqual(Double(dx[k]), g / sd * (d[j] - md - h[j] * mdh), accuracy: 1e-4, "\(isa) dx channel \(c)")
+                    }
+                    XCTAssertEqual(Double(bn.weight.grads[c]), n * mdh, accuracy: 1e-4, "\(isa) dγ channel \(c)")
+                    XCTAssertEqual(Double(bn.bias.grads[c]), n * md, accuracy: 1e-4, "\(isa) dβ channel \(c)")
+                }
+            }
+            XCTAssertTrue(bits[1] == bits[0] && bits[2] == bits[0], "\(isa): thread counts differ")
+        }
+    }
+
     func testBatchNormTrainingMode() {
         let bn = BatchNorm2d("bn", 3)
         _ = bn.weight.values.update(from: [1.5, -0.7, 0.9])

@@ -157,22 +157,27 @@ void tk_relu(const float *x, float *y, long n);
 void tk_relu_backward(const float *dy, const float *y, float *dx, long n);
 /* out = a + b */
 void tk_add(const float *a, const float *b, float *out, long n);
-/* Batch norm over one channel: `runs` runs of P values, `stride` floats apart (one per image).
- * sums[0] = Σx, sums[1] = Σx², accumulated in double. */
-void tk_bn_sums(const float *x, long runs, long P, long stride, double sums[2]);
-/* With h = ((x − hi) − lo)·s (the mean split into two floats, s = 1/σ): y = g·h + b, plus r when
- * r is not NULL, then max(·, 0) when relu. */
-void tk_bn_forward(const float *x, const float *r, float *y, long runs, long P, long stride, float hi, float lo,
-                   float s, float g, float b, int relu);
+/*
+ * Batch norm over a block of nc channels: channel c's values are `runs` runs of P floats (one per
+ * image), the first at c·P and each next one `stride` floats on (an NCHW tensor: stride C·P).
+ * Sums are accumulated in double, per channel in the same order whatever the block.
+ */
+/* One channel's constants: h = ((x − hi) − lo)·s (the mean split into two floats, s = 1/σ), the
+ * output g·h + b; k, a and c for the input gradient. */
+typedef struct { float hi, lo, s, g, b, k, a, c; } tk_bn_channel;
+/* s1[c] = Σx and s2[c] = Σx² of channel c. */
+void tk_bn_sums(const float *x, long runs, long P, long stride, long nc, double *s1, double *s2);
+/* y = g·h + b, plus r when r is not NULL, then max(·, 0) when relu. */
+void tk_bn_forward(const float *x, const float *r, float *y, long runs, long P, long stride, long nc,
+                   const tk_bn_channel *ch, int relu);
 /* Backward through it, from x again (h recomputed bit for bit): with d = dy (mask 0), dy where
  * g·h + b > 0 (mask 1: the ReLU of a run without r), or dy where y > 0 (mask 2: y the forward's
- * output), sums[0] = Σd and sums[1] = Σd·h accumulated in double; y is read only for mask 2
- * (NULL otherwise is fine). */
-void tk_bn_backward_sums(const float *dy, const float *x, const float *y, long runs, long P, long stride, float hi,
-                         float lo, float s, float g, float b, int mask, double sums[2]);
+ * output), s1[c] = Σd and s2[c] = Σd·h; y is read only for mask 2 (NULL otherwise is fine). */
+void tk_bn_backward_sums(const float *dy, const float *x, const float *y, long runs, long P, long stride, long nc,
+                         const tk_bn_channel *ch, int mask, double *s1, double *s2);
 /* dx = k·((d − a) − h·c), d and h as in tk_bn_backward_sums. */
 void tk_bn_backward_dx(const float *dy, const float *x, const float *y, float *dx, long runs, long P, long stride,
-                       float hi, float lo, float s, float g, float b, int mask, float k, float a, float c);
+                       long nc, const tk_bn_channel *ch, int mask);
 /* g += y > 0 ? dy : 0: the gradient of a ReLU'd sum added into one of its terms' gradients. */
 void tk_add_relu_backward(float *g, const float *dy, const float *y, long n);
 

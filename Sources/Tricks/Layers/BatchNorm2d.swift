@@ -45,6 +45,7 @@ public final class BatchNorm2d: Layer {
     private let mean: UnsafeMutablePointer<Double>    // (C) the mean the forward subtracted
     private let invStd: UnsafeMutablePointer<Double>  // (C)
     private let stats: UnsafeMutablePointer<Double>   // [Σ·(C), Σ·(C), n] exchange buffer
+    private let constants: UnsafeMutablePointer<tk_bn_channel>   // (C) what the kernels apply per channel
     private var lastMode = Mode.training
     /// Exchange buffers of micro-shards 1, 2, … (shard 0's is `stats`).
     private var shardStats: [UnsafeMutablePointer<Double>] = []
@@ -65,11 +66,12 @@ public final class BatchNorm2d: Layer {
         mean = .allocate(capacity: channels); mean.initialize(repeating: 0, count: channels)
         invStd = .allocate(capacity: channels); invStd.initialize(repeating: 0, count: channels)
         stats = .allocate(capacity: 2 * channels + 1); stats.initialize(repeating: 0, count: 2 * channels + 1)
+        constants = .allocate(capacity: channels); constants.initialize(repeating: tk_bn_channel(), count: channels)
     }
 
     deinit {
         runningMean.deallocate(); runningVar.deallocate(); numBatchesTracked.deallocate()
-        mean.deallocate(); invStd.deallocate(); stats.deallocate()
+        mean.deallocate(); invStd.deallocate(); stats.deallocate(); constants.deallocate()
         shardStats.forEach { $0.deallocate() }
     }
 
@@ -111,49 +113,48 @@ public final class BatchNorm2d: Layer {
         lastMode = mode
         lastResidual = residual != nil
         let xp = x.data, yp = y.data, rp = residual.map { UnsafePointer($0.data) }
-        let gamma = weight.value, beta = bias.value
         let relu: Int32 = fusedReLU ? 1 : 0
-        /// Normalizes channel c with mean[c] and invStd[c].
-        func normalize(_ c: Int) {
-            let (hi, lo) = meanSplit(c), o = c * P
-            tk_bn_forward(xp + o, rp.map { $0 + o }, yp + o, N, P, C * P, hi, lo, Float(invStd[c]), gamma[c], beta[c], relu)
+        let ks = constants, st = stats
+        // The kernels take blocks of channels [c0, c1) (every image's runs of them in memory order).
+        /// Normalizes channels [c0, c1) with mean and invStd.
+        func normalize(_ c0: Int, _ c1: Int) {
+            for c in c0..<c1 { setConstants(c) }
+            let o = c0 * P
+            tk_bn_forward(xp + o, rp.map { $0 + o }, yp + o, N, P, C * P, c1 - c0, ks + c0, relu)
         }
         if mode == .inference {
             Parallel.ranges(C, cost: N * P) { c0, c1 in
                 for c in c0..<c1 {
                     mean[c] = Double(runningMean[c])
                     invStd[c] = 1 / (Double(runningVar[c]) + eps).squareRoot()
-                    normalize(c)
                 }
+                normalize(c0, c1)
             }
             return y
         }
-        let st = stats
-        /// Per-channel Σx and Σx² in Double.
-        func sums(_ c: Int) {
-            (st[c], st[C + c]) = Vec.pair { tk_bn_sums(xp + c * P, N, P, C * P, $0) }
+        /// Per-channel Σx and Σx² in Double, of `runs` images from x + offset, into b[c] and b[C + c].
+        func sums(_ c0: Int, _ c1: Int, offset: Int = 0, runs: Int = N, into b: UnsafeMutablePointer<Double> = st) {
+            tk_bn_sums(xp + offset + c0 * P, runs, P, C * P, c1 - c0, b + c0, b + C + c0)
         }
-        /// Normalizes channel c with the statistics in `stats` and moves its running statistics.
-        func apply(_ c: Int, _ count: Double) {
-            let m = st[c] / count
-            let variance = max(st[C + c] / count - m * m, 0)
-            mean[c] = m
-            invStd[c] = 1 / (variance + eps).squareRoot()
-            normalize(c)
-            let unbiased = count > 1 ? variance * count / (count - 1) : variance
-            runningMean[c] = Float((1 - momentum) * Double(runningMean[c]) + momentum * m)
-            runningVar[c] = Float((1 - momentum) * Double(runningVar[c]) + momentum * unbiased)
+        /// Normalizes channels [c0, c1) with the statistics in `stats` and moves their running statistics.
+        func apply(_ c0: Int, _ c1: Int, _ count: Double) {
+            for c in c0..<c1 {
+                let m = st[c] / count
+                let variance = max(st[C + c] / count - m * m, 0)
+                mean[c] = m
+                invStd[c] = 1 / (variance + eps).squareRoot()
+                let unbiased = count > 1 ? variance * count / (count - 1) : variance
+                runningMean[c] = Float((1 - momentum) * Double(runningMean[c]) + momentum * m)
+                runningVar[c] = Float((1 - momentum) * Double(runningVar[c]) + momentum * unbiased)
+            }
+            normalize(c0, c1)
         }
         let count: Double
         if let shards {
             // Each micro-shard's sums alone, then the fixed tree over every rank's shards.
             let k = shards.local, m = shards.shardSize(N), parts = shardBuffers(k)
             Parallel.ranges(C, cost: N * P) { c0, c1 in
-                for c in c0..<c1 {
-                    for (s, b) in parts.enumerated() {
-                        (b[c], b[C + c]) = Vec.pair { tk_bn_sums(xp + s * m * C * P + c * P, m, P, C * P, $0) }
-                    }
-                }
+                for (j, b) in parts.enumerated() { sums(c0, c1, offset: j * m * C * P, runs: m, into: b) }
             }
             for b in parts { b[2 * C] = Double(m * P) }
             shards.comm.label("BatchNorm \(name) forward (Σx, Σx², n), fixed order")
@@ -161,33 +162,35 @@ public final class BatchNorm2d: Layer {
             count = st[2 * C]
             globalCount = count
             if count == 0 { return y }
-            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { apply(c, count) } }
+            Parallel.ranges(C, cost: N * P) { c0, c1 in apply(c0, c1, count) }
         } else if isSynced {
             // Statistics of every rank's batch: sums, one all-reduce, then normalize.
-            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c) } }
+            Parallel.ranges(C, cost: N * P) { c0, c1 in sums(c0, c1) }
             st[2 * C] = Double(N * P)
             group!.label("SyncBatchNorm \(name) forward (Σx, Σx², n)")
             group!.allreduceSum(UnsafeMutableBufferPointer(start: st, count: 2 * C + 1))
             count = st[2 * C]
             globalCount = count
             if count == 0 { return y }  // every rank empty: nothing to normalize or track
-            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { apply(c, count) } }
+            Parallel.ranges(C, cost: N * P) { c0, c1 in apply(c0, c1, count) }
         } else {
-            // Local statistics: each channel normalized right after its sums, while still in cache.
+            // Local statistics: a thread's channels normalized right after their sums.
             count = Double(N * P)
             globalCount = count
             if count == 0 { return y }
-            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c); apply(c, count) } }
+            Parallel.ranges(C, cost: N * P) { c0, c1 in sums(c0, c1); apply(c0, c1, count) }
         }
         numBatchesTracked.pointee += 1
         return y
     }
 
-    /// Channel c's mean as two floats, hi + lo, so that x − mean stays accurate in float when the
-    /// mean is large relative to the spread.
-    private func meanSplit(_ c: Int) -> (Float, Float) {
+    /// Channel c's constants for the kernels from mean, invStd, γ and β: the mean as two floats,
+    /// hi + lo, so that x − mean stays accurate in float when the mean is large relative to the
+    /// spread. The input gradient's k, a and c are set by backward.
+    private func setConstants(_ c: Int) {
         let hi = Float(mean[c])
-        return (hi, Float(mean[c] - Double(hi)))
+        constants[c] = tk_bn_channel(hi: hi, lo: Float(mean[c] - Double(hi)), s: Float(invStd[c]),
+                                     g: weight.value[c], b: bias.value[c], k: 0, a: 0, c: 0)
     }
 
     /// The last forward's output (the mask of the ReLU when `fusedReLU`).
@@ -202,64 +205,59 @@ public final class BatchNorm2d: Layer {
         let N = dyIn.shape[0], C = channels, P = dyIn.shape[2] * dyIn.shape[3]
         dx.resize(dyIn.shape)
         let dyp = dyIn.data, xp = x.data, yp = y.data, dxp = dx.data
-        let gamma = weight.value, beta = bias.value
         let mask: Int32 = !fusedReLU ? 0 : lastResidual ? 2 : 1
-        let st = stats
+        let st = stats, ks = constants
         let training = lastMode == .training
-        /// Σdy and Σdy·x̂ of channel c into `stats` and the γ, β gradients.
-        func sums(_ c: Int) {
-            let (hi, lo) = meanSplit(c), s = Float(invStd[c]), o = c * P
-            let (s1, s2) = Vec.pair {
-                tk_bn_backward_sums(dyp + o, xp + o, yp + o, N, P, C * P, hi, lo, s, gamma[c], beta[c], mask, $0)
+        /// Σdy and Σdy·x̂ of channels [c0, c1) (of `runs` images from offset) into b[c], b[C + c]
+        /// and the γ, β gradients dgamma and dbeta.
+        func sums(_ c0: Int, _ c1: Int, offset: Int = 0, runs: Int = N, into b: UnsafeMutablePointer<Double> = st,
+                  dgamma: UnsafeMutablePointer<Float> = weight.grad, dbeta: UnsafeMutablePointer<Float> = bias.grad) {
+            let o = offset + c0 * P
+            tk_bn_backward_sums(dyp + o, xp + o, yp + o, runs, P, C * P, c1 - c0, ks + c0, mask, b + c0, b + C + c0)
+            for c in c0..<c1 {
+                dgamma[c] += Float(b[C + c])
+                dbeta[c] += Float(b[c])
             }
-            st[c] = s1; st[C + c] = s2
-            weight.grad[c] += Float(s2)
-            bias.grad[c] += Float(s1)
         }
-        /// dx of channel c from the sums in `stats`.
+        /// dx of channels [c0, c1) from the sums in `stats`.
         /// Training: dx = γ·σ⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), sums and n over the whole group.
         /// Inference: the statistics are constants, dx = γ·σ⁻¹·dy.
-        func apply(_ c: Int) {
-            let (hi, lo) = meanSplit(c), s = Float(invStd[c])
-            let k = Float(Double(gamma[c]) * invStd[c])
-            var mdy: Float = 0, mdyx: Float = 0
-            if training {
-                let count = max(globalCount, 1)
-                mdy = Float(st[c] / count); mdyx = Float(st[C + c] / count)
+        func apply(_ c0: Int, _ c1: Int) {
+            for c in c0..<c1 {
+                ks[c].k = Float(Double(weight.value[c]) * invStd[c])
+                if training {
+                    let count = max(globalCount, 1)
+                    ks[c].a = Float(st[c] / count); ks[c].c = Float(st[C + c] / count)
+                } else {
+                    ks[c].a = 0; ks[c].c = 0
+                }
             }
-            let o = c * P
-            tk_bn_backward_dx(dyp + o, xp + o, yp + o, dxp + o, N, P, C * P, hi, lo, s, gamma[c], beta[c], mask, k, mdy, mdyx)
+            let o = c0 * P
+            tk_bn_backward_dx(dyp + o, xp + o, yp + o, dxp + o, N, P, C * P, c1 - c0, ks + c0, mask)
         }
+        // The forward's constants, with γ and β as they are now.
+        for c in 0..<C { setConstants(c) }
         if training, let shards {
             let k = shards.local, m = shards.shardSize(N), parts = shardBuffers(k)
             let dgamma = weight.shardGrads.isEmpty ? [weight.grad] : weight.shardGrads
             let dbeta = bias.shardGrads.isEmpty ? [bias.grad] : bias.shardGrads
             Parallel.ranges(C, cost: N * P) { c0, c1 in
-                for c in c0..<c1 {
-                    let (hi, lo) = meanSplit(c), s = Float(invStd[c])
-                    for (j, b) in parts.enumerated() {
-                        let o = j * m * C * P + c * P
-                        let (s1, s2) = Vec.pair {
-                            tk_bn_backward_sums(dyp + o, xp + o, yp + o, m, P, C * P, hi, lo, s, gamma[c], beta[c], mask, $0)
-                        }
-                        b[c] = s1; b[C + c] = s2
-                        dgamma[j][c] += Float(s2)
-                        dbeta[j][c] += Float(s1)
-                    }
+                for (j, b) in parts.enumerated() {
+                    sums(c0, c1, offset: j * m * C * P, runs: m, into: b, dgamma: dgamma[j], dbeta: dbeta[j])
                 }
             }
             shards.comm.label("BatchNorm \(name) backward (Σdy, Σdy·x̂), fixed order")
             shards.sum(parts, count: 2 * C)
-            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { apply(c) } }
+            Parallel.ranges(C, cost: N * P) { c0, c1 in apply(c0, c1) }
         } else if training && isSynced {
-            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c) } }
+            Parallel.ranges(C, cost: N * P) { c0, c1 in sums(c0, c1) }
             st[2 * C] = 0
             group!.label("SyncBatchNorm \(name) backward (Σdy, Σdy·x̂)")
             group!.allreduceSum(UnsafeMutableBufferPointer(start: st, count: 2 * C))
-            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { apply(c) } }
+            Parallel.ranges(C, cost: N * P) { c0, c1 in apply(c0, c1) }
         } else {
-            // Local sums: each channel's dx right after its sums, while its data is still in cache.
-            Parallel.ranges(C, cost: N * P) { c0, c1 in for c in c0..<c1 { sums(c); apply(c) } }
+            // Local sums: a thread's channels' dx right after their sums.
+            Parallel.ranges(C, cost: N * P) { c0, c1 in sums(c0, c1); apply(c0, c1) }
         }
         return dx
     }
