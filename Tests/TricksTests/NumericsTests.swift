@@ -108,4 +108,34 @@ final class NumericsTests: XCTestCase {
                             h: 1e-3, tol: 3e-2, samples: 6, loss: loss)
         }
     }
+
+    func testResNetSharedGradientBuffersChangeNothing() {
+        // ResNet's backward writes its layers' input gradients into four shared tensors; each
+        // layer with a tensor of its own gives the same bits. resnet20 (three blocks a stage,
+        // two of them with a downsampling shortcut), two steps so the shared tensors start dirty.
+        let x = GradCheck.randomTensor([3, 2, 12, 12], seed: 81)
+        let labels: [Int32] = [0, 2, 1]
+        var grads: [[Float]] = []
+        for own in [false, true] {
+            let net = ResNet(depth: 20, inChannels: 2, numClasses: 3, seed: 6)
+            if own {
+                net.bn1.gradientBuffer = Tensor(shape: [0])
+                for b in net.stages.joined() {
+                    for l in [b.conv1, b.conv2] + (b.downsample.map { [$0.conv] } ?? []) { l.gradientBuffer = Tensor(shape: [0]) }
+                    for l in [b.bn1, b.bn2] + (b.downsample.map { [$0.bn] } ?? []) { l.gradientBuffer = Tensor(shape: [0]) }
+                }
+            }
+            let ce = SoftmaxCrossEntropy()
+            var g: [Float] = []
+            for _ in 0..<2 {
+                net.store.zeroGrad()
+                ce.forward(logits: net.forward(x, mode: .training), labels: labels)
+                net.backward(ce.grad)
+                g += Array(UnsafeBufferPointer(start: net.store.grads, count: net.store.count))
+            }
+            grads.append(g)
+        }
+        XCTAssertTrue(grads[0].contains { $0 != 0 })
+        XCTAssertTrue(grads[0] == grads[1], "shared gradient tensors change the gradients")
+    }
 }

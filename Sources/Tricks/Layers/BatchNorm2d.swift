@@ -38,7 +38,8 @@ public final class BatchNorm2d: Layer {
     public var fusedReLU = false
 
     private let y = Tensor(shape: [0])
-    private let dx = Tensor(shape: [0])
+    /// The tensor backward writes the input gradient into and returns (see `Conv2d.gradientBuffer`).
+    public var gradientBuffer = Tensor(shape: [0])
     /// The forward's input, read again by backward (which recomputes x̂ from it rather than
     /// keeping a normalized copy): it must not change between the two.
     private var input: Tensor?
@@ -202,7 +203,7 @@ public final class BatchNorm2d: Layer {
     public func backward(_ dyIn: Tensor) -> Tensor {
         guard let x = input else { fatalError("\(name): backward before forward") }
         precondition(dyIn.shape == x.shape, "\(name): gradient \(dyIn.shape) does not match input \(x.shape)")
-        let N = dyIn.shape[0], C = channels, P = dyIn.shape[2] * dyIn.shape[3]
+        let N = dyIn.shape[0], C = channels, P = dyIn.shape[2] * dyIn.shape[3], dx = gradientBuffer
         dx.resize(dyIn.shape)
         let dyp = dyIn.data, xp = x.data, yp = y.data, dxp = dx.data
         let mask: Int32 = !fusedReLU ? 0 : lastResidual ? 2 : 1

@@ -26,7 +26,10 @@ public final class Conv2d: Layer {
     private var input: Tensor?
     private(set) var geometry = ConvGeometry(n: 0, c: 0, h: 0, w: 0, kh: 0, kw: 0, stride: 1, pad: 0)
     private let y = Tensor(shape: [0])
-    private let dx = Tensor(shape: [0])
+    /// The tensor backward writes the input gradient into and returns. Layers whose gradients
+    /// are consumed before the next layer's backward can share one (`ResNet` does), so the
+    /// backward pass keeps a few warm buffers instead of a cold one per layer.
+    public var gradientBuffer = Tensor(shape: [0])
 
     public init(_ name: String, _ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1,
                 padding: Int = 0, bias: Bool = false, workspace: Workspace) {
@@ -434,7 +437,7 @@ public final class Conv2d: Layer {
 
     private func convolveBackward(_ dyT: Tensor) -> Tensor {
         guard let x = input else { fatalError("\(weight.name): backward before forward") }
-        let g = geometry
+        let g = geometry, dx = gradientBuffer
         dx.resize(x.shape)
         if g.n == 0 || g.oh * g.ow == 0 { dx.zero(); return dx }
         let (k, m) = shardSplit(g.n)

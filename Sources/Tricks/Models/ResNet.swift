@@ -12,7 +12,12 @@ public final class BasicBlock: Layer {
     /// When set, forward and backward time (or check) every layer into it.
     public var profiler: StepProfiler?
 
-    public init(_ name: String, _ cin: Int, _ cout: Int, stride: Int, workspace ws: Workspace) {
+    /// `gradients`, when given, are the tensors the block's backward writes into: one for the
+    /// batch norms' and one for the convolutions' input gradients, both consumed within the
+    /// block, and `output` for the block's own input gradient, which must outlive the backward
+    /// of the block after it (whose input gradient is this block's `dy`).
+    public init(_ name: String, _ cin: Int, _ cout: Int, stride: Int, workspace ws: Workspace,
+                gradients: (norm: Tensor, conv: Tensor, output: Tensor)? = nil) {
         conv1 = Conv2d(name + ".conv1", cin, cout, kernel: 3, stride: stride, padding: 1, workspace: ws)
         bn1 = BatchNorm2d(name + ".bn1", cout)
         bn1.fusedReLU = true
@@ -23,6 +28,11 @@ public final class BasicBlock: Layer {
             ? (Conv2d(name + ".downsample.0", cin, cout, kernel: 1, stride: stride, workspace: ws),
                BatchNorm2d(name + ".downsample.1", cout))
             : nil
+        if let g = gradients {
+            bn2.gradientBuffer = g.norm; conv2.gradientBuffer = g.conv
+            bn1.gradientBuffer = g.norm; conv1.gradientBuffer = g.output
+            downsample?.bn.gradientBuffer = g.norm; downsample?.conv.gradientBuffer = g.conv
+        }
     }
 
     private var layers: [Layer] {
@@ -97,11 +107,17 @@ public final class ResNet: @unchecked Sendable {
         bn1.fusedReLU = true
         var stages: [[BasicBlock]] = []
         var cin = 16
+        // Backward's input gradients in four tensors sized for the largest (resized, never
+        // shrunk): the blocks' own alternate between two, as each block's gradient is the next
+        // one's `dy`, read to its end.
+        let norm = Tensor(shape: [0]), conv = Tensor(shape: [0]), outputs = [Tensor(shape: [0]), Tensor(shape: [0])]
+        bn1.gradientBuffer = norm
         for (k, width) in [16, 32, 64].enumerated() {
             var blocks: [BasicBlock] = []
             for i in 0..<n {
+                let output = outputs[stages.reduce(blocks.count) { $0 + $1.count } % 2]
                 blocks.append(BasicBlock("layer\(k + 1).\(i)", cin, width, stride: (k > 0 && i == 0) ? 2 : 1,
-                                         workspace: workspace))
+                                         workspace: workspace, gradients: (norm, conv, output)))
                 cin = width
             }
             stages.append(blocks)
