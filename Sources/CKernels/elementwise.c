@@ -1,5 +1,7 @@
 #include "ckernels.h"
 
+#include <string.h>
+
 /* Same rounding on every instruction set: a·b + c stays two roundings. */
 #pragma STDC FP_CONTRACT OFF
 #pragma clang fp contract(off)
@@ -77,36 +79,36 @@ INLINE double lanes_sum(const double *a, const double *b, double t) {
  * order; CB channels at a time bound the saved lanes. */
 enum { CB = 32 };
 
+/* One channel's sums in progress: 16 lanes of each in two vectors of 8 doubles, and the runs'
+ * tails in order. */
+typedef struct { d8 a1, b1, a2, b2; double t1, t2; } lanes;
+
+INLINE void lanes_finish(const lanes *l, double *s1, double *s2) {
+    *s1 = LANES_SUM(l->a1, l->b1, l->t1);
+    *s2 = LANES_SUM(l->a2, l->b2, l->t2);
+}
+
 INLINE void bn_sums_impl(const float *x, long runs, long P, long stride, long nc, double *s1, double *s2) {
-    d8 acc[CB][4];
-    double tail[CB][2];
+    lanes acc[CB];
     for (long c0 = 0; c0 < nc; c0 += CB) {
         long n = nc - c0 < CB ? nc - c0 : CB;
-        for (long c = 0; c < n; c++) {
-            acc[c][0] = acc[c][1] = acc[c][2] = acc[c][3] = (d8){0};
-            tail[c][0] = tail[c][1] = 0;
-        }
+        memset(acc, 0, sizeof(lanes) * (size_t)n);
         for (long k = 0; k < runs; k++) {
             const float *xc = x + k * stride + c0 * P;
             for (long c = 0; c < n; c++, xc += P) {
-                d8 a1 = acc[c][0], b1 = acc[c][1], a2 = acc[c][2], b2 = acc[c][3];
-                double t1 = tail[c][0], t2 = tail[c][1];
+                lanes l = acc[c];
                 long i = 0;
                 for (; i + LANES <= P; i += LANES) {
                     f16 v = LD16(xc + i);
                     d8 lo = lo8(v), hi = hi8(v);
-                    a1 += lo; b1 += hi;
-                    a2 += lo * lo; b2 += hi * hi;
+                    l.a1 += lo; l.b1 += hi;
+                    l.a2 += lo * lo; l.b2 += hi * hi;
                 }
-                for (; i < P; i++) { double v = xc[i]; t1 += v; t2 += v * v; }
-                acc[c][0] = a1; acc[c][1] = b1; acc[c][2] = a2; acc[c][3] = b2;
-                tail[c][0] = t1; tail[c][1] = t2;
+                for (; i < P; i++) { double v = xc[i]; l.t1 += v; l.t2 += v * v; }
+                acc[c] = l;
             }
         }
-        for (long c = 0; c < n; c++) {
-            s1[c0 + c] = LANES_SUM(acc[c][0], acc[c][1], tail[c][0]);
-            s2[c0 + c] = LANES_SUM(acc[c][2], acc[c][3], tail[c][1]);
-        }
+        for (long c = 0; c < n; c++) lanes_finish(&acc[c], s1 + c0 + c, s2 + c0 + c);
     }
 }
 VARIANTS(bn_sums, (const float *x, long runs, long P, long stride, long nc, double *s1, double *s2),
@@ -147,40 +149,31 @@ VARIANTS(bn_forward, (const float *x, const float *r, float *y, long runs, long 
 /* Vectors of 16 floats pass only inside one function here. */
 INLINE void bn_sums(const float *dy0, const float *x0, const float *y0, long runs, long P, long stride, long nc,
                     const tk_bn_channel *ch, const int mask, double *s1, double *s2) {
-    d8 acc[CB][4];
-    double tail[CB][2];
+    lanes acc[CB];
     for (long c0 = 0; c0 < nc; c0 += CB) {
         long n = nc - c0 < CB ? nc - c0 : CB;
-        for (long c = 0; c < n; c++) {
-            acc[c][0] = acc[c][1] = acc[c][2] = acc[c][3] = (d8){0};
-            tail[c][0] = tail[c][1] = 0;
-        }
+        memset(acc, 0, sizeof(lanes) * (size_t)n);
         for (long k = 0; k < runs; k++) {
             for (long c = 0; c < n; c++) {
                 long o = k * stride + (c0 + c) * P;
                 const float *dy = dy0 + o, *x = x0 + o, *y = y0 ? y0 + o : y0;
                 const tk_bn_channel *q = ch + c0 + c;
                 float hi = q->hi, lo = q->lo, s = q->s, g = q->g, b = q->b;
-                d8 a1 = acc[c][0], b1 = acc[c][1], a2 = acc[c][2], b2 = acc[c][3];
-                double t1 = tail[c][0], t2 = tail[c][1];
+                lanes l = acc[c];
                 long i = 0;
                 for (; i + LANES <= P; i += LANES) {
                     f16 h = ((LD16(x + i) - hi) - lo) * s, d = LD16(dy + i);
                     if (mask == 1) d = (f16)((i16)d & (g * h + b > 0));
                     if (mask == 2) d = (f16)((i16)d & (LD16(y + i) > 0));
                     d8 dl = lo8(d), dh = hi8(d);
-                    a1 += dl; b1 += dh;
-                    a2 += dl * lo8(h); b2 += dh * hi8(h);
+                    l.a1 += dl; l.b1 += dh;
+                    l.a2 += dl * lo8(h); l.b2 += dh * hi8(h);
                 }
-                for (; i < P; i++) { double d = D(i); t1 += d; t2 += d * (double)H(i); }
-                acc[c][0] = a1; acc[c][1] = b1; acc[c][2] = a2; acc[c][3] = b2;
-                tail[c][0] = t1; tail[c][1] = t2;
+                for (; i < P; i++) { double d = D(i); l.t1 += d; l.t2 += d * (double)H(i); }
+                acc[c] = l;
             }
         }
-        for (long c = 0; c < n; c++) {
-            s1[c0 + c] = LANES_SUM(acc[c][0], acc[c][1], tail[c][0]);
-            s2[c0 + c] = LANES_SUM(acc[c][2], acc[c][3], tail[c][1]);
-        }
+        for (long c = 0; c < n; c++) lanes_finish(&acc[c], s1 + c0 + c, s2 + c0 + c);
     }
 }
 
