@@ -30,14 +30,6 @@ enum Vec {
         Parallel.ranges(n) { lo, hi in tk_add(a + lo, b + lo, out + lo, hi - lo) }
     }
 
-    /// The two sums a C kernel writes into `sums[0]`, `sums[1]`.
-    @inline(__always)
-    static func pair(_ kernel: (UnsafeMutablePointer<Double>) -> Void) -> (Double, Double) {
-        var s = (0.0, 0.0)
-        withUnsafeMutablePointer(to: &s) { $0.withMemoryRebound(to: Double.self, capacity: 2, kernel) }
-        return s
-    }
-
     /// g += y > 0 ? dy : 0
     @inline(__always)
     static func addReLUBackward(_ g: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
