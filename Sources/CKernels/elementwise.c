@@ -47,8 +47,8 @@ VARIANTS(add, (const float *a, const float *b, float *out, long n), (a, b, out, 
 enum { LANES = 16 };
 
 /*
- * Batch norm, one channel per call: its values are `runs` runs of P floats, `stride` apart (one
- * run per image of an NCHW tensor). Sums go to 16 lanes in double, lane j taking each run's
+ * Batch norm, per channel: its values are `runs` runs of P floats, `stride` apart (one run per
+ * image of an NCHW tensor). Sums go to 16 lanes in double, lane j taking each run's
  * elements j, j+16, …; a run's last P mod 16 elements go to a separate scalar sum, in order; the
  * lanes are added in order 0…15, then the scalar sum. Written with vector types (two vectors of
  * 8 doubles per 16 lanes): the compiler does not vectorize the scalar loop they stand for.

@@ -112,12 +112,13 @@ public final class ResNet: @unchecked Sendable {
         // one's `dy`, read to its end.
         let norm = Tensor(shape: [0]), conv = Tensor(shape: [0]), outputs = [Tensor(shape: [0]), Tensor(shape: [0])]
         bn1.gradientBuffer = norm
+        var blockIndex = 0
         for (k, width) in [16, 32, 64].enumerated() {
             var blocks: [BasicBlock] = []
             for i in 0..<n {
-                let output = outputs[stages.reduce(blocks.count) { $0 + $1.count } % 2]
                 blocks.append(BasicBlock("layer\(k + 1).\(i)", cin, width, stride: (k > 0 && i == 0) ? 2 : 1,
-                                         workspace: workspace, gradients: (norm, conv, output)))
+                                         workspace: workspace, gradients: (norm, conv, outputs[blockIndex % 2])))
+                blockIndex += 1
                 cin = width
             }
             stages.append(blocks)
