@@ -812,18 +812,26 @@ INLINE void at6_packed(const float *p, size_t rb, v16 *o) {
 }
 
 /* out_rows4 for the packed planes: a vector holds 16/tw tile rows, its four output vectors are
- * (up to w floats of) rows; nothing is staged or written past a row. */
+ * (up to w floats of) rows. Rows go out in increasing order as whole vectors, so what a vector
+ * writes past its row's end lands on the next row before that row is written; only the plane's
+ * last row is written exactly, so nothing lands past the plane. */
 INLINE void out_rows4_packed(const float *sbp, wgeom g, float *y) {
-    const int R = 16 / g.tw;
-    for (int q = 0; q < g.th; q += R)
-        for (int i = 0; i < 4; i++) {
-            v16 o[4];
-            at6_packed(sbp + (size_t)(6 * i) * g.rb + (size_t)q * g.tw, g.rb, o);
-            for (int j = 0; j < 4; j++) {
-                int yr = 4 * q + i + 4 * ((16 * j) / g.vw), col = (16 * j) % g.vw;
-                if (yr < g.h && col < g.w) store_first(y + (size_t)yr * g.w + col, o[j], g.w - col);
+    const int R = 16 / g.tw, V = g.vw / 16; /* tile rows per vector; vectors per row */
+    size_t plane = (size_t)g.h * g.w;
+    for (int q = 0; q < g.th; q += R) {
+        v16 o[4][4]; /* o[i][s·V + c]: row 4(q + s) + i, columns 16c … 16c + 15 */
+        for (int i = 0; i < 4; i++) at6_packed(sbp + (size_t)(6 * i) * g.rb + (size_t)q * g.tw, g.rb, o[i]);
+        for (int s = 0; s < R; s++)
+            for (int i = 0; i < 4; i++) {
+                int yr = 4 * (q + s) + i;
+                if (yr >= g.h) break;
+                for (int c = 0; c < V; c++) {
+                    size_t at = (size_t)yr * g.w + 16 * (size_t)c;
+                    if (at + 16 <= plane) ST(y + at, o[i][s * V + c]);
+                    else store_first(y + at, o[i][s * V + c], g.w - 16 * c);
+                }
             }
-        }
+    }
 }
 
 /* Planes whose rows the packed row passes take: 9 to 32 wide. */
@@ -1105,10 +1113,12 @@ INLINE v8 row8(const float *p, wgeom g, int y) {
     return *(const v8 *)t;
 }
 
-/* Writes the first w floats of row y of a plane from v. */
+/* Writes the first w floats of row y of a plane from v: all 8 where they stay inside the plane,
+ * for callers that write a plane's rows in increasing order (the floats past a row's end belong
+ * to the next row, written after). */
 INLINE void store_row8(float *p, wgeom g, int y, v8 v) {
     float *r = p + (size_t)y * g.w;
-    if (g.w == 8) { *(v8u *)r = v; return; }
+    if ((size_t)y * g.w + 8 <= (size_t)g.h * g.w) { *(v8u *)r = v; return; }
     float t[8] __attribute__((aligned(32)));
     *(v8 *)t = v;
     memcpy(r, t, sizeof(float) * (size_t)g.w);

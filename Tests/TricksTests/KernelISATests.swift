@@ -65,6 +65,47 @@ final class KernelISATests: XCTestCase {
         }
     }
 
+    /// F(4×4, 3×3)'s forward pass writes its rows as whole vectors where they end inside the
+    /// plane (what a vector writes past a row's end is the next row's, written after it) and only
+    /// the plane's last row exactly. One image's output, between two others' in one buffer, on
+    /// every instruction set the CPU runs and on each kind of row (packed 16 and 32 wide, octets of
+    /// planes up to 8 wide, general rows past 32), matches a float64 convolution, and the images
+    /// before and after it and the floats past the buffer keep their sentinel bits.
+    func testWinograd4ForwardWritesItsOutputAndNothingElse() throws {
+        let sentinel: UInt32 = 0x7fc0_dead
+        var rng = SplitMix64(key: [12])
+        for (h, w) in [(28, 28), (14, 14), (13, 9), (11, 20), (7, 7), (5, 3), (6, 8), (9, 37)] {
+            let (cin, cout, plane) = (3, 5, h * w)
+            let x = (0..<cin * plane).map { _ in Float(rng.normal()) }
+            let weight = (0..<cout * cin * 9).map { _ in Float(rng.normal()) }
+            var want = [Double](repeating: 0, count: cout * plane)
+            for o in 0..<cout { for c in 0..<cin { for i in 0..<3 { for j in 0..<3 {
+                let k = Double(weight[((o * cin + c) * 3 + i) * 3 + j])
+                for r in 0..<h { for q in 0..<w {
+                    let (ih, iw) = (r - 1 + i, q - 1 + j)
+                    if ih >= 0 && ih < h && iw >= 0 && iw < w { want[o * plane + r * w + q] += k * Double(x[c * plane + ih * w + iw]) }
+                } }
+            } } } }
+            let scale = max(1, want.map { abs($0) }.max()!)
+            for isa in KernelISA.supported {
+                try KernelISA.with(isa) {
+                    var wt = [Float](repeating: 0, count: 36 * cin * cout)
+                    tk_wino4_weights(weight, Int32(cout), Int32(cin), 0, &wt, 0, Int32(cin))
+                    var scratch = [Float](repeating: 0, count: tk_wino4_scratch(Int32(cin), Int32(cout), Int32(h), Int32(w)))
+                    var y = [Float](repeating: Float(bitPattern: sentinel), count: 3 * cout * plane + 64)
+                    y.withUnsafeMutableBufferPointer { b in
+                        tk_wino4_forward(x, 1, Int32(cin), Int32(h), Int32(w), wt, Int32(cout), b.baseAddress! + cout * plane, &scratch)
+                    }
+                    let mine = y[cout * plane..<2 * cout * plane]
+                    let err = zip(mine, want).map { abs(Double($0) - $1) }.max()!
+                    XCTAssertLessThanOrEqual(err, 4e-6 * scale * Double(cin * 9).squareRoot(), "\(isa) \(h)×\(w)")
+                    let others = Array(y[..<(cout * plane)]) + Array(y[(2 * cout * plane)...])
+                    XCTAssertEqual(others.filter { $0.bitPattern != sentinel }.count, 0, "\(isa) \(h)×\(w): written outside its planes")
+                }
+            }
+        }
+    }
+
     /// The pool's thread index, by which the layers pick per-thread scratch: 0 on the calling
     /// thread, and within one loop never two threads with the same index at once. The loop is
     /// the pool's first in the process, so it also checks that the worker it starts joins it
