@@ -820,8 +820,17 @@ INLINE void out_rows4_packed(const float *sbp, wgeom g, float *y) {
     size_t plane = (size_t)g.h * g.w;
     for (int q = 0; q < g.th; q += R) {
         v16 o[4][4]; /* o[i][s·V + c]: row 4(q + s) + i, columns 16c … 16c + 15 */
-        for (int i = 0; i < 4; i++) at6_packed(sbp + (size_t)(6 * i) * g.rb + (size_t)q * g.tw, g.rb, o[i]);
-        for (int s = 0; s < R; s++)
+        for (int i = 0; i < 4; i++) {
+            at6_packed(sbp + (size_t)(6 * i) * g.rb + (size_t)q * g.tw, g.rb, o[i]);
+            int yr = 4 * q + i; /* the first tile row's rows go out at once, the others after */
+            if (yr < g.h)
+                for (int c = 0; c < V; c++) {
+                    size_t at = (size_t)yr * g.w + 16 * (size_t)c;
+                    if (at + 16 <= plane) ST(y + at, o[i][c]);
+                    else store_first(y + at, o[i][c], g.w - 16 * c);
+                }
+        }
+        for (int s = 1; s < R; s++)
             for (int i = 0; i < 4; i++) {
                 int yr = 4 * (q + s) + i;
                 if (yr >= g.h) break;
