@@ -74,7 +74,7 @@ final class KernelISATests: XCTestCase {
     func testWinograd4ForwardWritesItsOutputAndNothingElse() throws {
         let sentinel: UInt32 = 0x7fc0_dead
         var rng = SplitMix64(key: [12])
-        for (h, w) in [(28, 28), (14, 14), (13, 9), (11, 20), (7, 7), (5, 3), (6, 8), (9, 37)] {
+        for (h, w) in [(28, 28), (14, 14), (13, 9), (11, 20), (1, 12), (7, 7), (5, 3), (1, 5), (6, 8), (9, 37)] {
             let (cin, cout, plane) = (3, 5, h * w)
             let x = (0..<cin * plane).map { _ in Float(rng.normal()) }
             let weight = (0..<cout * cin * 9).map { _ in Float(rng.normal()) }
