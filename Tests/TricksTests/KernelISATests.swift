@@ -69,8 +69,9 @@ final class KernelISATests: XCTestCase {
     /// plane (what a vector writes past a row's end is the next row's, written after it) and only
     /// the plane's last row exactly. One image's output, between two others' in one buffer, on
     /// every instruction set the CPU runs and on each kind of row (packed 16 and 32 wide, octets of
-    /// planes up to 8 wide, general rows past 32), matches a float64 convolution, and the images
-    /// before and after it and the floats past the buffer keep their sentinel bits.
+    /// planes up to 8 wide, general rows past 32, planes one row high and smaller than a vector),
+    /// matches a float64 convolution, and the images before and after it and the floats past the
+    /// buffer keep their sentinel bits.
     func testWinograd4ForwardWritesItsOutputAndNothingElse() throws {
         let sentinel: UInt32 = 0x7fc0_dead
         var rng = SplitMix64(key: [12])
