@@ -811,34 +811,34 @@ INLINE void at6_packed(const float *p, size_t rb, v16 *o) {
     o[3] = __builtin_shufflevector(a2, b2, ZIPHI);
 }
 
+/* Columns 16c … 16c + 15 of row yr of a plane: a whole vector where it ends inside the plane
+ * (what it writes past the row's end is the next row's, written after it), exactly on the
+ * plane's last row. */
+INLINE void put_row16(float *y, wgeom g, int yr, int c, v16 v) {
+    size_t at = (size_t)yr * g.w + 16 * (size_t)c;
+    if (at + 16 <= (size_t)g.h * g.w) ST(y + at, v);
+    else store_first(y + at, v, g.w - 16 * c);
+}
+
 /* out_rows4 for the packed planes: a vector holds 16/tw tile rows, its four output vectors are
  * (up to w floats of) rows. Rows go out in increasing order as whole vectors, so what a vector
  * writes past its row's end lands on the next row before that row is written; only the plane's
  * last row is written exactly, so nothing lands past the plane. */
 INLINE void out_rows4_packed(const float *sbp, wgeom g, float *y) {
     const int R = 16 / g.tw, V = g.vw / 16; /* tile rows per vector; vectors per row */
-    size_t plane = (size_t)g.h * g.w;
     for (int q = 0; q < g.th; q += R) {
         v16 o[4][4]; /* o[i][s·V + c]: row 4(q + s) + i, columns 16c … 16c + 15 */
         for (int i = 0; i < 4; i++) {
             at6_packed(sbp + (size_t)(6 * i) * g.rb + (size_t)q * g.tw, g.rb, o[i]);
             int yr = 4 * q + i; /* the first tile row's rows go out at once, the others after */
             if (yr < g.h)
-                for (int c = 0; c < V; c++) {
-                    size_t at = (size_t)yr * g.w + 16 * (size_t)c;
-                    if (at + 16 <= plane) ST(y + at, o[i][c]);
-                    else store_first(y + at, o[i][c], g.w - 16 * c);
-                }
+                for (int c = 0; c < V; c++) put_row16(y, g, yr, c, o[i][c]);
         }
         for (int s = 1; s < R; s++)
             for (int i = 0; i < 4; i++) {
                 int yr = 4 * (q + s) + i;
                 if (yr >= g.h) break;
-                for (int c = 0; c < V; c++) {
-                    size_t at = (size_t)yr * g.w + 16 * (size_t)c;
-                    if (at + 16 <= plane) ST(y + at, o[i][s * V + c]);
-                    else store_first(y + at, o[i][s * V + c], g.w - 16 * c);
-                }
+                for (int c = 0; c < V; c++) put_row16(y, g, yr, c, o[i][s * V + c]);
             }
     }
 }
